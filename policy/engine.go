@@ -1,0 +1,292 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/netward/netward/identity"
+	"github.com/netward/netward/labels"
+)
+
+// Options are the agent settings that change how policy resolves.
+type Options struct {
+	// CIDRMatch is policy-cidr-match-mode.
+	CIDRMatch CIDRMatchMode
+	// AllowLocalhost lets the local node reach its pods under ingress default deny
+	// (Cilium's allow-localhost, "always" in Kubernetes mode).
+	AllowLocalhost bool
+}
+
+// DefaultOptions are Cilium's defaults in Kubernetes mode.
+func DefaultOptions() Options { return Options{AllowLocalhost: true} }
+
+type cacheKey struct {
+	subject *identity.Identity
+	node    string
+}
+
+type cidrRef struct {
+	id   *identity.Identity
+	refs int
+}
+
+// Engine is the policy repository, the selector cache and the cache of compiled endpoint
+// policies. It is not safe for concurrent use; callers serialise updates and reads (the
+// compiled EndpointPolicy values it returns are immutable and may be shared).
+type Engine struct {
+	opts      Options
+	sc        *SelectorCache
+	resources map[string][]*Entry
+	byNS      map[string][]*Entry // "" holds cluster-wide entries
+	cidrs     map[netip.Prefix]*cidrRef
+	nextCIDR  identity.ID
+	worldIP   *identity.IPCache
+	cache     map[cacheKey]*EndpointPolicy
+	revision  uint64
+	compiles  uint64
+}
+
+// NewEngine returns an engine with the reserved identities known.
+func NewEngine(opts Options) *Engine {
+	e := &Engine{
+		opts:      opts,
+		sc:        NewSelectorCache(opts.CIDRMatch),
+		resources: map[string][]*Entry{},
+		byNS:      map[string][]*Entry{},
+		cidrs:     map[netip.Prefix]*cidrRef{},
+		nextCIDR:  identity.LocalScope,
+		worldIP:   identity.NewIPCache(),
+		cache:     map[cacheKey]*EndpointPolicy{},
+	}
+	return e
+}
+
+// Options returns the engine's options.
+func (e *Engine) Options() Options { return e.opts }
+
+// Revision counts policy changes.
+func (e *Engine) Revision() uint64 { return e.revision }
+
+// Compiles counts endpoint policy compilations (for tests of incrementality).
+func (e *Engine) Compiles() uint64 { return e.compiles }
+
+// SelectorCache exposes the selector cache (read-only use).
+func (e *Engine) SelectorCache() *SelectorCache { return e.sc }
+
+// UpsertIdentity makes an identity known; compiled policies whose selections change are
+// invalidated.
+func (e *Engine) UpsertIdentity(id *identity.Identity) {
+	e.invalidateSelectors(e.sc.UpsertIdentity(id))
+}
+
+// RemoveIdentity forgets an identity.
+func (e *Engine) RemoveIdentity(id *identity.Identity) {
+	e.invalidateSelectors(e.sc.RemoveIdentity(id))
+	for k := range e.cache {
+		if k.subject == id {
+			delete(e.cache, k)
+		}
+	}
+}
+
+func (e *Engine) invalidateSelectors(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	changed := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		changed[k] = struct{}{}
+	}
+	for k, p := range e.cache {
+		for sk := range p.selectors {
+			if _, ok := changed[sk]; ok {
+				delete(e.cache, k)
+				break
+			}
+		}
+	}
+}
+
+// ReplaceResource sets the entries of one policy object (key like "CiliumNetworkPolicy/ns/name");
+// nil entries delete it. Compiled policies of the subjects it selected or selects are
+// invalidated; CIDR identities for the prefixes it names are allocated or released.
+func (e *Engine) ReplaceResource(key string, entries []*Entry) {
+	old := e.resources[key]
+	if len(old) == 0 && len(entries) == 0 {
+		return
+	}
+	e.revision++
+	for _, p := range cidrPrefixes(entries) {
+		e.retainCIDR(p)
+	}
+	if entries == nil {
+		delete(e.resources, key)
+	} else {
+		e.resources[key] = entries
+	}
+	e.reindex()
+	for k := range e.cache {
+		if selectsAny(old, k.subject) || selectsAny(entries, k.subject) {
+			delete(e.cache, k)
+		}
+	}
+	for _, p := range cidrPrefixes(old) {
+		e.releaseCIDR(p)
+	}
+}
+
+func selectsAny(entries []*Entry, s *identity.Identity) bool {
+	for _, en := range entries {
+		if en.Subject.Selector.Matches(s.Labels) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) reindex() {
+	keys := make([]string, 0, len(e.resources))
+	for k := range e.resources {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	e.byNS = map[string][]*Entry{}
+	for _, k := range keys {
+		for _, en := range e.resources[k] {
+			ns := en.Origin.Namespace
+			e.byNS[ns] = append(e.byNS[ns], en)
+		}
+	}
+}
+
+// Resources returns the keys of every policy object, sorted.
+func (e *Engine) Resources() []string {
+	keys := make([]string, 0, len(e.resources))
+	for k := range e.resources {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Entries returns the entries of a policy object.
+func (e *Engine) Entries(key string) []*Entry { return e.resources[key] }
+
+func cidrPrefixes(entries []*Entry) []netip.Prefix {
+	var out []netip.Prefix
+	for _, en := range entries {
+		for _, s := range en.L3 {
+			if c, ok := s.(CIDRPeer); ok {
+				out = append(out, c.Prefix)
+				out = append(out, c.Except...)
+			}
+		}
+	}
+	return out
+}
+
+// retainCIDR allocates (or references) the local-scope identity of a policy prefix. /0 is
+// the world identity itself and gets none (as in Cilium).
+func (e *Engine) retainCIDR(p netip.Prefix) {
+	if p.Bits() == 0 {
+		return
+	}
+	if r, ok := e.cidrs[p]; ok {
+		r.refs++
+		return
+	}
+	id := &identity.Identity{ID: e.nextCIDR, Kind: identity.KindWorld, Labels: identity.CIDRLabels(p), Prefixes: []netip.Prefix{p}}
+	e.nextCIDR++
+	e.cidrs[p] = &cidrRef{id: id, refs: 1}
+	e.worldIP.Upsert(p, id)
+	e.UpsertIdentity(id)
+}
+
+func (e *Engine) releaseCIDR(p netip.Prefix) {
+	r, ok := e.cidrs[p]
+	if !ok {
+		return
+	}
+	r.refs--
+	if r.refs > 0 {
+		return
+	}
+	delete(e.cidrs, p)
+	e.worldIP.Delete(p)
+	e.RemoveIdentity(r.id)
+}
+
+// CIDRPrefixes returns every prefix with a CIDR identity, sorted.
+func (e *Engine) CIDRPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(e.cidrs))
+	for p := range e.cidrs {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
+}
+
+// WorldIdentity returns the identity of an address outside the cluster: the CIDR identity
+// of the longest policy prefix containing it, else the reserved world identity.
+func (e *Engine) WorldIdentity(addr netip.Addr, world *identity.Identity) *identity.Identity {
+	if id, _, ok := e.worldIP.Lookup(addr); ok {
+		return id
+	}
+	return world
+}
+
+// LongestPrefix returns the longest policy prefix containing addr.
+func (e *Engine) LongestPrefix(addr netip.Addr) (netip.Prefix, bool) {
+	_, p, ok := e.worldIP.Lookup(addr)
+	return p, ok
+}
+
+// Policy returns the compiled policy of a subject identity as seen on node (the node only
+// matters when CIDR policies may select nodes, since the host's addresses differ per node).
+func (e *Engine) Policy(subject *identity.Identity, node string) *EndpointPolicy {
+	if !e.opts.CIDRMatch.Nodes {
+		node = ""
+	}
+	k := cacheKey{subject, node}
+	if p, ok := e.cache[k]; ok {
+		return p
+	}
+	p := e.compile(subject, node)
+	e.cache[k] = p
+	return p
+}
+
+// Invalidate drops every compiled policy (used by tests to compare with a full recompute).
+func (e *Engine) Invalidate() { e.cache = map[cacheKey]*EndpointPolicy{} }
+
+// selecting returns the entries whose subject selects s, in a stable order.
+func (e *Engine) selecting(s *identity.Identity) []*Entry {
+	var out []*Entry
+	ns, _ := s.Labels.Get(labels.SourceK8s, labels.KeyNamespace)
+	for _, group := range [][]*Entry{e.byNS[""], e.byNS[ns]} {
+		for _, en := range group {
+			if en.Subject.Selector.Matches(s.Labels) {
+				out = append(out, en)
+			}
+		}
+	}
+	return out
+}
+
+// visible reports whether peer exists from node's point of view: the host identity is the
+// local node's, remote-node identities are the other nodes'.
+func visible(peer *identity.Identity, node string) bool {
+	switch peer.Kind {
+	case identity.KindHost:
+		return peer.Node == "" || peer.Node == node
+	case identity.KindRemoteNode:
+		return peer.Node == "" || peer.Node != node
+	}
+	return true
+}
