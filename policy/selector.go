@@ -67,7 +67,9 @@ func (p LabelPeer) String() string { return p.Sel.String() }
 func (p LabelPeer) IsWildcard() bool { return p.Sel.IsWildcard() }
 
 // Matches implements PeerSelector.
-func (p LabelPeer) Matches(id *identity.Identity, _ CIDRMatchMode) bool { return p.Sel.Matches(id.Labels) }
+func (p LabelPeer) Matches(id *identity.Identity, _ CIDRMatchMode) bool {
+	return p.Sel.Matches(id.Labels)
+}
 
 func (p LabelPeer) namespaces() ([]string, bool) {
 	if v, ok := p.Sel.InValues(labels.SourceK8s, labels.KeyNamespace); ok {
