@@ -78,3 +78,12 @@ func runCase(t *testing.T, dir string, mode policy.CIDRMatchMode) int {
 	}
 	return len(rep.Flows)
 }
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
