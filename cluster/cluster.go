@@ -41,7 +41,10 @@ type Endpoint struct {
 	ServiceAccount string
 	Labels         map[string]string
 	Identity       *identity.Identity
-	Source         api.Source
+	// Workload names the controller of the pod (Deployment, StatefulSet, DaemonSet, Job, or
+	// the app label), so that replicas show as one row.
+	Workload string
+	Source   api.Source
 }
 
 // Key is "namespace/name".
@@ -232,7 +235,7 @@ func (c *Cluster) addNode(n *Node) {
 func (c *Cluster) addPod(o api.Object[corev1.Pod]) error {
 	p := o.Obj
 	ns := nsOrDefault(p.Namespace)
-	ep := &Endpoint{Namespace: ns, Name: p.Name, Node: p.Spec.NodeName, Labels: p.Labels, Source: o.Source}
+	ep := &Endpoint{Namespace: ns, Name: p.Name, Node: p.Spec.NodeName, Labels: p.Labels, Source: o.Source, Workload: workloadName(p)}
 	ep.ServiceAccount = p.Spec.ServiceAccountName
 	if ep.ServiceAccount == "" {
 		ep.ServiceAccount = p.Spec.DeprecatedServiceAccount
@@ -376,4 +379,26 @@ func (c *Cluster) NodeNames() []string {
 // Policy returns the compiled policy of an endpoint.
 func (c *Cluster) Policy(ep *Endpoint) *policy.EndpointPolicy {
 	return c.Engine.Policy(ep.Identity, ep.Node)
+}
+
+// workloadName finds the workload a pod belongs to: its controller (a ReplicaSet's
+// Deployment, a StatefulSet, DaemonSet or Job), else its app label, else its name.
+func workloadName(p *corev1.Pod) string {
+	for _, ref := range p.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			continue
+		}
+		if ref.Kind == "ReplicaSet" {
+			if h := p.Labels["pod-template-hash"]; h != "" {
+				return strings.TrimSuffix(ref.Name, "-"+h)
+			}
+		}
+		return ref.Name
+	}
+	for _, k := range []string{"app.kubernetes.io/name", "app", "k8s-app", "name"} {
+		if v := p.Labels[k]; v != "" {
+			return v
+		}
+	}
+	return p.Name
 }

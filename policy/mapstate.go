@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/netward/netward/identity"
 )
@@ -142,6 +143,9 @@ type MapState struct {
 	entries map[Key]MapEntry
 	// plens[dir] is a bitmask of the prefix lengths present, to skip absent lengths in lookups.
 	plens [2]uint32
+
+	indexOnce sync.Once
+	byPeer    map[peerDir][]Key
 }
 
 func newMapState() *MapState { return &MapState{entries: map[Key]MapEntry{}} }
@@ -278,4 +282,25 @@ func rangeToPrefixes(lo, hi uint16) []struct {
 		cur += size
 	}
 	return out
+}
+
+// KeysFor returns the keys of one peer identity (0 for the wildcard) in one direction,
+// sorted. Analyses use it to find where verdicts can change across the port space.
+func (m *MapState) KeysFor(id identity.ID, egress bool) []Key {
+	m.indexOnce.Do(func() {
+		m.byPeer = map[peerDir][]Key{}
+		for k := range m.entries {
+			pd := peerDir{k.Identity, k.Egress}
+			m.byPeer[pd] = append(m.byPeer[pd], k)
+		}
+		for _, ks := range m.byPeer {
+			slices.SortFunc(ks, compareKeys)
+		}
+	})
+	return m.byPeer[peerDir{id, egress}]
+}
+
+type peerDir struct {
+	id     identity.ID
+	egress bool
 }

@@ -157,3 +157,37 @@ func TestTraceFlagErrors(t *testing.T) {
 		t.Errorf("code %d stderr %q", code, errOut)
 	}
 }
+
+func TestDiffCommand(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base")
+	head := filepath.Join(dir, "head")
+	for _, d := range []string{base, head} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, d, "cluster.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: a}}\nstatus: {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x, labels: {app: b}}\nstatus: {podIP: 10.0.0.2}\n")
+		writeFile(t, d, "deny.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}}\n")
+	}
+	writeFile(t, head, "allow.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow, namespace: x}\nspec:\n  podSelector: {matchLabels: {app: b}}\n  ingress: [{ports: [{port: 80}]}]\n")
+	out, _, code := run(t, "", "diff", "--base", base, "--head", base, "--fail-on-widening")
+	if code != 0 || !strings.Contains(out, "no change") {
+		t.Fatalf("self diff: code %d out %q", code, out)
+	}
+	out, _, code = run(t, "", "diff", "--base", base, "--head", head, "--fail-on-widening")
+	if code != 1 || !strings.Contains(out, "ADDED x/a -> x/b") || !strings.Contains(out, "rule: NetworkPolicy x/allow spec.ingress[0]") {
+		t.Fatalf("widening diff: code %d out %q", code, out)
+	}
+	out, _, code = run(t, "", "diff", "--base", base, "--head", head, "-o", "md")
+	if code != 0 || !strings.Contains(out, "| :warning: | `x/a` | `x/b` | TCP 80 denied | TCP 80 |") {
+		t.Fatalf("markdown diff: code %d out %q", code, out)
+	}
+	out, _, code = run(t, "", "diff", "--base", head, "--head", base, "-o", "json", "--fail-on-widening")
+	var d struct {
+		Widening bool
+		Changes  []struct{ Kind, From, To string }
+	}
+	if err := json.Unmarshal([]byte(out), &d); err != nil || code != 0 || d.Widening || len(d.Changes) == 0 || d.Changes[0].Kind != "removed" {
+		t.Fatalf("json diff: code %d err %v out %q", code, err, out)
+	}
+}

@@ -20,5 +20,6 @@ does: the same identities, the same allow/deny/L7 merge rules, the same policy-m
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newValidateCommand(), newTraceCommand(), newCheckCommand(), newMapCommand())
+	root.AddCommand(newDiffCommand())
 	return root
 }
