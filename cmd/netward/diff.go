@@ -23,8 +23,8 @@ pull request): connections added, removed or changed (ports, L7), with the rules
 them now. With --fail-on-widening the exit code is 1 when anything became more open.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(base.files) == 0 || len(head.files) == 0 {
-				return &exitError{2, fmt.Errorf("--base and --head are required")}
+			if (len(base.files) == 0 && !base.fromCluster()) || len(head.files) == 0 {
+				return &exitError{2, fmt.Errorf("--head and one of --base or --kubeconfig/--context (the live cluster as the base) are required")}
 			}
 			head.cidrMatchMode, head.allowLocalhost = base.cidrMatchMode, base.allowLocalhost
 			bc, err := base.load(cmd)
@@ -61,6 +61,7 @@ them now. With --fail-on-widening the exit code is 1 when anything became more o
 		},
 	}
 	cmd.Flags().StringArrayVar(&base.files, "base", nil, "manifests before the change (file, directory or -); repeatable")
+	base.registerCluster(cmd)
 	cmd.Flags().StringArrayVar(&head.files, "head", nil, "manifests after the change (file, directory or -); repeatable")
 	cmd.Flags().StringVar(&base.cidrMatchMode, "cidr-match-mode", "", `Cilium's policy-cidr-match-mode: "", "nodes", "pods" or "nodes,pods"`)
 	cmd.Flags().BoolVar(&base.allowLocalhost, "allow-localhost", true, "the local node reaches its pods under ingress default deny")

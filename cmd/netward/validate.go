@@ -9,16 +9,16 @@ import (
 )
 
 func newValidateCommand() *cobra.Command {
-	var files []string
+	var in inputFlags
 	cmd := &cobra.Command{
 		Use:   "validate -f PATH...",
 		Short: "Check manifests the way Cilium and the API server would; print every problem",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(files) == 0 {
-				return &exitError{2, fmt.Errorf("no input: give manifests with -f FILE|DIR|-")}
+			if len(in.files) == 0 && !in.fromCluster() {
+				return &exitError{2, fmt.Errorf("no input: give manifests with -f FILE|DIR|- or a cluster with --kubeconfig/--context")}
 			}
-			objs, errs := api.Load(files, cmd.InOrStdin())
+			objs, errs := in.objects(cmd)
 			errs = append(errs, api.Validate(objs)...)
 			for _, n := range objs.Notes {
 				fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
@@ -32,6 +32,7 @@ func newValidateCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory (read recursively) or - for stdin; repeatable")
+	cmd.Flags().StringArrayVarP(&in.files, "filename", "f", nil, "manifest file, directory (read recursively) or - for stdin; repeatable")
+	in.registerCluster(cmd)
 	return cmd
 }
