@@ -96,6 +96,7 @@ type builder struct {
 	dd       bool
 	acc      map[Key]*accum
 	parsers  map[conflictKey][]L7Parser
+	auths    map[conflictKey]string
 	conflict []string
 }
 
@@ -103,7 +104,7 @@ func (e *Engine) compile(s *identity.Identity, node string) *EndpointPolicy {
 	e.compiles++
 	p := &EndpointPolicy{Subject: s, Node: node, Map: newMapState(), Revision: e.revision, selectors: map[string]struct{}{}}
 	entries := e.selecting(s)
-	b := &builder{e: e, p: p, acc: map[Key]*accum{}, parsers: map[conflictKey][]L7Parser{}}
+	b := &builder{e: e, p: p, acc: map[Key]*accum{}, parsers: map[conflictKey][]L7Parser{}, auths: map[conflictKey]string{}}
 	for _, egress := range []bool{false, true} {
 		d := p.Direction(egress)
 		var dir []*Entry
@@ -210,8 +211,16 @@ func (b *builder) entry(en *Entry, tier Tier) {
 // filter adds one (selector, port) filter of an entry.
 func (b *builder) filter(cs *CachedSelector, pp PortProto, l3only bool, parser L7Parser, http []*l7.HTTPRule, en *Entry, tier Tier) {
 	prec := precedenceOf(tier, en.Deny, parser)
+	ck := conflictKey{b.egress, pp.Proto, pp.Port, pp.EndPort, pp.Name, cs.Selector.Key()}
+	if !en.Deny && en.Auth != "" {
+		// Rules for the same peers and port merge into one; two authentication modes
+		// cannot (Cilium's mergePortProto): the endpoint's policy fails.
+		if other, ok := b.auths[ck]; ok && other != en.Auth {
+			b.conflict = append(b.conflict, fmt.Sprintf("authentication modes %q and %q for the same peers (%s) on %s/%s", other, en.Auth, cs.Selector, portLabel(pp), ProtoName(pp.Proto)))
+		}
+		b.auths[ck] = en.Auth
+	}
 	if !en.Deny && parser != ParserNone {
-		ck := conflictKey{b.egress, pp.Proto, pp.Port, pp.EndPort, pp.Name, cs.Selector.Key()}
 		for _, other := range b.parsers[ck] {
 			if !parsersMerge(other, parser) {
 				b.conflict = append(b.conflict, fmt.Sprintf("%s and %s rules for the same peers (%s) on %s/%s", other, parser, cs.Selector, portLabel(pp), ProtoName(pp.Proto)))
@@ -400,13 +409,14 @@ type Decision struct {
 }
 
 // Lookup decides one direction of a flow with the policy map. peer is the identity at the
-// other end; for ingress the source, for egress the destination.
+// other end; for ingress the source, for egress the destination. An endpoint whose policy
+// failed to compute drops everything, in both directions.
 func (p *EndpointPolicy) Lookup(egress bool, peer identity.ID, proto uint8, port uint16) Decision {
-	if !p.Direction(egress).Enforced {
-		return Decision{Allowed: true}
-	}
 	if p.Err != nil {
 		return Decision{Enforced: true, Err: p.Err}
+	}
+	if !p.Direction(egress).Enforced {
+		return Decision{Allowed: true}
 	}
 	k, e, ok := p.Map.Lookup(peer, egress, proto, port)
 	return Decision{Enforced: true, Allowed: ok && e.Verdict != Deny, Found: ok, Key: k, Entry: e}

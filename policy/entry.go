@@ -198,7 +198,9 @@ type Entry struct {
 	// L3 peers: nil selects nothing; empty non-nil is the wildcard (every identity).
 	L3 []PeerSelector
 	// L4 ports; empty means "all ports and protocols" when L3 is not empty.
-	L4     []PortRule
+	L4 []PortRule
+	// Auth is the authentication mode the rule requires ("" when the rule says nothing).
+	Auth   string
 	Origin *Origin
 }
 

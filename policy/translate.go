@@ -90,8 +90,10 @@ func (t Translator) rule(kind, ns, name, path string, r *api.Rule) ([]*Entry, er
 		return &Origin{Kind: kind, Namespace: ns, Name: name, Path: fmt.Sprintf("%s.%s[%d]", path, section, i), Log: logValue}
 	}
 	var out []*Entry
+	var auth string
 	mk := func(ingress, deny, dd bool, l3 []PeerSelector, l4 []PortRule, o *Origin) {
-		out = append(out, &Entry{Subject: Subject{Selector: subject}, Ingress: ingress, Deny: deny, DefaultDeny: dd, L3: l3, L4: l4, Origin: o})
+		out = append(out, &Entry{Subject: Subject{Selector: subject}, Ingress: ingress, Deny: deny, DefaultDeny: dd, L3: l3, L4: l4, Auth: auth, Origin: o})
+		auth = ""
 	}
 	for i, in := range r.Ingress {
 		l3, err := t.peers(ns, matchesInit, in.FromEndpoints, in.FromNodes, in.FromEntities, in.FromCIDR, in.FromCIDRSet, nil, in.FromGroups)
@@ -101,6 +103,9 @@ func (t Translator) rule(kind, ns, name, path string, r *api.Rule) ([]*Entry, er
 		l4, err := portRules(in.ToPorts, in.ICMPs, true)
 		if err != nil {
 			return nil, fmt.Errorf("%s.ingress[%d]: %w", path, i, err)
+		}
+		if in.Authentication != nil {
+			auth = in.Authentication.Mode
 		}
 		mk(true, false, ddIn, l3, l4, origin("ingress", i))
 	}
@@ -127,6 +132,9 @@ func (t Translator) rule(kind, ns, name, path string, r *api.Rule) ([]*Entry, er
 		l4, err := portRules(eg.ToPorts, eg.ICMPs, true)
 		if err != nil {
 			return nil, fmt.Errorf("%s.egress[%d]: %w", path, i, err)
+		}
+		if eg.Authentication != nil {
+			auth = eg.Authentication.Mode
 		}
 		mk(false, false, ddEg, l3, l4, origin("egress", i))
 	}
