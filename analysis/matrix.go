@@ -131,6 +131,7 @@ var scannedProtos = []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, 
 func BuildMatrix(ctx context.Context, c *cluster.Cluster, opts MatrixOptions) (*Matrix, error) {
 	m := &Matrix{Groups: Groups(c)}
 	all := m.Groups
+	mc := &matrixCache{sides: map[sideKey]*sideSet{}, inters: map[[2]*sideSet][]PortRange{}}
 	for i, src := range all {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -139,7 +140,7 @@ func BuildMatrix(ctx context.Context, c *cluster.Cluster, opts MatrixOptions) (*
 			if src.rep == nil && dst.rep == nil {
 				continue
 			}
-			if ports := pairPorts(c, src, dst); len(ports) > 0 {
+			if ports := mc.pairPorts(c, src, dst); len(ports) > 0 {
 				m.Connections = append(m.Connections, Connection{From: src, To: dst, Ports: ports})
 			}
 		}
@@ -236,137 +237,237 @@ func peerIdentity(c *cluster.Cluster, g *Group, other *Group) *identity.Identity
 type decision struct {
 	allowed bool
 	proxied bool
-	http    []string
+	http    []string // nil with proxied: every request passes
 }
 
 func (d decision) equal(o decision) bool {
 	return d.allowed == o.allowed && d.proxied == o.proxied && slices.Equal(d.http, o.http)
 }
 
+// portSegment is a run of ports of one protocol with one decision.
+type portSegment struct {
+	proto  uint8
+	lo, hi uint32
+	d      decision
+}
+
+// sideSet is what one endpoint's policy allows in one direction towards one peer: allowed
+// segments over TCP, UDP, SCTP and ICMP, and whether other IP protocols pass.
+type sideSet struct {
+	segs  []portSegment
+	other bool
+}
+
+var allOpen = func() *sideSet {
+	s := &sideSet{other: true}
+	for _, proto := range scannedProtos {
+		lo, hi := protoSpan(proto)
+		s.segs = append(s.segs, portSegment{proto: proto, lo: lo, hi: hi, d: decision{allowed: true}})
+	}
+	return s
+}()
+
+func protoSpan(proto uint8) (uint32, uint32) {
+	if proto == policy.ProtoICMP {
+		return 0, 255
+	}
+	return 1, 65535
+}
+
+// matrixCache memoises per-side sets and their intersections. Peers that no key of a
+// policy names see only its wildcard keys, so they share one "default" set per policy.
+type matrixCache struct {
+	sides  map[sideKey]*sideSet
+	inters map[[2]*sideSet][]PortRange
+}
+
+type sideKey struct {
+	p      *policy.EndpointPolicy
+	egress bool
+	peer   identity.ID // 0: a peer the policy does not name
+}
+
+// nobody is a peer that no selector but the wildcard selects.
+var nobody = &identity.Identity{}
+
+func (mc *matrixCache) side(p *policy.EndpointPolicy, egress bool, peer *identity.Identity) *sideSet {
+	if p == nil {
+		return allOpen
+	}
+	if p.Err == nil && !p.Direction(egress).Enforced {
+		return allOpen
+	}
+	k := sideKey{p, egress, peer.ID}
+	if p.Err == nil && len(p.Map.KeysFor(peer.ID, egress)) == 0 {
+		k.peer, peer = 0, nobody
+	}
+	if s, ok := mc.sides[k]; ok {
+		return s
+	}
+	s := computeSide(p, egress, peer)
+	mc.sides[k] = s
+	return s
+}
+
+func computeSide(p *policy.EndpointPolicy, egress bool, peer *identity.Identity) *sideSet {
+	cuts := map[uint8][]uint32{}
+	ids := []identity.ID{0}
+	if peer.ID != 0 {
+		ids = append(ids, peer.ID)
+	}
+	for _, id := range ids {
+		for _, k := range p.Map.KeysFor(id, egress) {
+			if k.PrefixLen == 0 {
+				continue
+			}
+			lo, hi := k.PortRange()
+			cuts[k.Proto] = append(cuts[k.Proto], uint32(lo), uint32(hi)+1)
+		}
+	}
+	decide := func(proto uint8, port uint16) decision {
+		r := p.Lookup(egress, peer.ID, proto, port)
+		if !r.Allowed {
+			return decision{}
+		}
+		d := decision{allowed: true}
+		if r.Found && r.Entry.Verdict == policy.Redirect {
+			d.proxied = true
+			if r.Entry.Parser == policy.ParserHTTP {
+				d.http = httpSummary(p, egress, peer, port)
+			}
+		}
+		return d
+	}
+	s := &sideSet{other: decide(47, 0).allowed}
+	for _, proto := range scannedProtos {
+		lo, hi := protoSpan(proto)
+		points := append([]uint32{lo, hi + 1}, cuts[proto]...)
+		slices.Sort(points)
+		points = slices.Compact(points)
+		for i := 0; i+1 < len(points); i++ {
+			a, b := points[i], points[i+1]
+			if a < lo || a > hi {
+				continue
+			}
+			d := decide(proto, uint16(a))
+			if !d.allowed {
+				continue
+			}
+			if n := len(s.segs); n > 0 && s.segs[n-1].proto == proto && s.segs[n-1].hi+1 == a && s.segs[n-1].d.equal(d) {
+				s.segs[n-1].hi = b - 1
+				continue
+			}
+			s.segs = append(s.segs, portSegment{proto: proto, lo: a, hi: b - 1, d: d})
+		}
+	}
+	return s
+}
+
+// intersect combines the source's egress and the destination's ingress: a port passes when
+// both allow it; it is proxied when either side redirects; the HTTP rules of both sides
+// apply.
+func (mc *matrixCache) intersect(eg, in *sideSet) []PortRange {
+	key := [2]*sideSet{eg, in}
+	if r, ok := mc.inters[key]; ok {
+		return r
+	}
+	var out []PortRange
+	i, j := 0, 0
+	for i < len(eg.segs) && j < len(in.segs) {
+		a, b := eg.segs[i], in.segs[j]
+		switch {
+		case a.proto != b.proto:
+			if protoOrder(a.proto) < protoOrder(b.proto) {
+				i++
+			} else {
+				j++
+			}
+			continue
+		case a.hi < b.lo:
+			i++
+			continue
+		case b.hi < a.lo:
+			j++
+			continue
+		}
+		lo, hi := max(a.lo, b.lo), min(a.hi, b.hi)
+		d := decision{allowed: true, proxied: a.d.proxied || b.d.proxied}
+		if d.proxied {
+			d.http = mergeHTTP(a.d, b.d)
+		}
+		r := PortRange{Proto: a.proto, Lo: uint16(lo), Hi: uint16(hi), Proxied: d.proxied, HTTP: d.http}
+		if n := len(out); n > 0 && out[n-1].Proto == r.Proto && uint32(out[n-1].Hi)+1 == lo && out[n-1].Proxied == r.Proxied && slices.Equal(out[n-1].HTTP, r.HTTP) {
+			out[n-1].Hi = r.Hi
+		} else {
+			out = append(out, r)
+		}
+		if a.hi < b.hi {
+			i++
+		} else {
+			j++
+		}
+	}
+	if eg.other && in.other && isFullyOpen(out) {
+		out = []PortRange{{Proto: policy.ProtoAny}}
+	}
+	mc.inters[key] = out
+	return out
+}
+
+// mergeHTTP combines the HTTP rules of two sides: a side that admits every request adds no
+// restriction.
+func mergeHTTP(a, b decision) []string {
+	var out []string
+	for _, d := range []decision{a, b} {
+		if d.proxied && len(d.http) > 0 {
+			out = append(out, d.http...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func protoOrder(p uint8) int { return slices.Index(scannedProtos, p) }
+
+func isFullyOpen(rs []PortRange) bool {
+	if len(rs) != len(scannedProtos) {
+		return false
+	}
+	for i, r := range rs {
+		lo, hi := protoSpan(scannedProtos[i])
+		if r.Proto != scannedProtos[i] || uint32(r.Lo) != lo || uint32(r.Hi) != hi || r.Proxied {
+			return false
+		}
+	}
+	return true
+}
+
 // pairPorts computes the allowed port ranges from src to dst.
-func pairPorts(c *cluster.Cluster, src, dst *Group) []PortRange {
+func (mc *matrixCache) pairPorts(c *cluster.Cluster, src, dst *Group) []PortRange {
 	var egress, ingress *policy.EndpointPolicy
-	srcID, dstID := peerIdentity(c, src, dst), peerIdentity(c, dst, src)
 	if src.rep != nil {
 		egress = c.Policy(src.rep)
 	}
 	if dst.rep != nil {
 		ingress = c.Policy(dst.rep)
 	}
-	cuts := map[uint8][]uint32{}
-	collect := func(p *policy.EndpointPolicy, peer identity.ID, eg bool) {
-		if p == nil || !p.Direction(eg).Enforced {
-			return
-		}
-		for _, id := range []identity.ID{peer, 0} {
-			for _, k := range p.Map.KeysFor(id, eg) {
-				if k.PrefixLen == 0 {
-					continue
-				}
-				lo, hi := k.PortRange()
-				cuts[k.Proto] = append(cuts[k.Proto], uint32(lo), uint32(hi)+1)
-			}
-		}
-	}
-	collect(egress, dstID.ID, true)
-	collect(ingress, srcID.ID, false)
-	decide := func(proto uint8, port uint16) decision {
-		d := decision{allowed: true}
-		for _, side := range []struct {
-			p    *policy.EndpointPolicy
-			peer *identity.Identity
-			eg   bool
-		}{{egress, dstID, true}, {ingress, srcID, false}} {
-			if side.p == nil {
-				continue
-			}
-			r := side.p.Lookup(side.eg, side.peer.ID, proto, port)
-			if !r.Allowed {
-				return decision{}
-			}
-			if r.Found && r.Entry.Verdict == policy.Redirect {
-				d.proxied = true
-				if r.Entry.Parser == policy.ParserHTTP {
-					d.http = append(d.http, httpSummary(side.p, side.eg, side.peer, port)...)
-				}
-			}
-		}
-		if d.proxied && slices.Contains(d.http, "") {
-			d.http = nil // some allow rule admits every request
-		}
-		slices.Sort(d.http)
-		d.http = slices.Compact(d.http)
-		return d
-	}
-	var out []PortRange
-	for _, proto := range scannedProtos {
-		lo, end := uint32(1), uint32(65536)
-		if proto == policy.ProtoICMP {
-			lo, end = 0, 256
-		}
-		points := append([]uint32{lo, end}, cuts[proto]...)
-		slices.Sort(points)
-		points = slices.Compact(points)
-		var cur *PortRange
-		var curD decision
-		for i := 0; i+1 < len(points); i++ {
-			a, b := points[i], points[i+1]
-			if a < lo || a >= end {
-				continue
-			}
-			if b > end {
-				b = end
-			}
-			d := decide(proto, uint16(a))
-			if cur != nil && d.equal(curD) && uint32(cur.Hi)+1 == a {
-				cur.Hi = uint16(b - 1)
-				continue
-			}
-			if cur != nil {
-				out = append(out, *cur)
-				cur = nil
-			}
-			if d.allowed {
-				cur = &PortRange{Proto: proto, Lo: uint16(a), Hi: uint16(b - 1), Proxied: d.proxied, HTTP: d.http}
-				curD = d
-			}
-		}
-		if cur != nil {
-			out = append(out, *cur)
-		}
-	}
-	// everything open on every protocol (and so on other IP protocols too, when no side has
-	// a port-specific key) collapses to "any"
-	if len(out) == len(scannedProtos) {
-		full := true
-		for i, r := range out {
-			lo, hi := uint16(1), uint16(65535)
-			if scannedProtos[i] == policy.ProtoICMP {
-				lo, hi = 0, 255
-			}
-			if r.Proto != scannedProtos[i] || r.Lo != lo || r.Hi != hi || r.Proxied {
-				full = false
-			}
-		}
-		// a protocol no port rule can name (GRE) is decided by L3-only entries alone
-		if full && decide(47, 0).allowed {
-			return []PortRange{{Proto: policy.ProtoAny}}
-		}
-	}
-	return out
+	return mc.intersect(mc.side(egress, true, peerIdentity(c, dst, src)), mc.side(ingress, false, peerIdentity(c, src, dst)))
 }
 
+// httpSummary lists the HTTP rules restricting requests; nil when some allow rule admits
+// every request.
 func httpSummary(p *policy.EndpointPolicy, egress bool, peer *identity.Identity, port uint16) []string {
 	var out []string
 	for _, r := range p.HTTPRules(egress, peer, port) {
 		if r.HTTP == nil {
-			return []string{""}
+			return nil
 		}
 		for _, h := range r.HTTP {
 			out = append(out, h.String())
 		}
 	}
-	return out
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Representative returns a flow endpoint (as trace accepts it) that stands for the group:
