@@ -161,7 +161,11 @@ func (b *builder) entry(en *Entry, tier Tier) {
 		}
 	}
 	for _, cs := range peers {
-		b.p.selectors[cs.Selector.Key()] = struct{}{}
+		// The wildcard's selections only matter where they are expanded per peer (egress
+		// named ports); elsewhere it is the identity-0 key, whatever identities exist.
+		if !cs.Selector.IsWildcard() {
+			b.p.selectors[cs.Selector.Key()] = struct{}{}
+		}
 	}
 	if len(en.L4) == 0 {
 		if len(en.L3) > 0 {
@@ -256,6 +260,7 @@ func (b *builder) filter(cs *CachedSelector, pp PortProto, l3only bool, parser L
 			return
 		}
 		// Egress named ports resolve per destination identity; endPort is ignored (§2.6).
+		b.p.selectors[cs.Selector.Key()] = struct{}{}
 		for _, peer := range b.selections(cs) {
 			port := peer.NamedPort(pp.Name, pp.Proto)
 			if port == 0 {
