@@ -54,6 +54,8 @@ func ParseKey(s, defaultSource string) (source, key string) {
 // It is treated as immutable once built.
 type Set struct {
 	m map[string]Label
+	// byKey holds the values of each key across sources, for "any:" selector keys.
+	byKey map[string][]string
 }
 
 // NewSet builds a set from labels; a later label with the same source and key wins.
@@ -62,7 +64,11 @@ func NewSet(ls ...Label) Set {
 	for _, l := range ls {
 		m[l.Source+":"+l.Key] = l
 	}
-	return Set{m: m}
+	byKey := make(map[string][]string, len(m))
+	for _, l := range m {
+		byKey[l.Key] = append(byKey[l.Key], l.Value)
+	}
+	return Set{m: m, byKey: byKey}
 }
 
 // Len is the number of labels.
@@ -89,13 +95,7 @@ func (s Set) lookup(source, key string) []string {
 		}
 		return nil
 	}
-	var vs []string
-	for _, l := range s.m {
-		if l.Key == key {
-			vs = append(vs, l.Value)
-		}
-	}
-	return vs
+	return s.byKey[key]
 }
 
 // Sorted returns the labels in a stable order (by source-qualified key).

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -71,15 +72,29 @@ type accItem struct {
 	origin *Origin
 }
 
-type accum struct{ items []accItem }
+// accum holds the contributions to one key; most keys get exactly one.
+type accum struct {
+	first accItem
+	rest  []accItem
+}
 
 func (a *accum) add(it accItem) {
-	for _, x := range a.items {
+	if a.first == it {
+		return
+	}
+	for _, x := range a.rest {
 		if x == it {
 			return
 		}
 	}
-	a.items = append(a.items, it)
+	a.rest = append(a.rest, it)
+}
+
+func (a *accum) each(fn func(accItem)) {
+	fn(a.first)
+	for _, it := range a.rest {
+		fn(it)
+	}
 }
 
 type conflictKey struct {
@@ -94,7 +109,8 @@ type builder struct {
 	p        *EndpointPolicy
 	egress   bool
 	dd       bool
-	acc      map[Key]*accum
+	acc      map[Key]int32 // index into accs
+	accs     []accum
 	parsers  map[conflictKey][]L7Parser
 	auths    map[conflictKey]string
 	conflict []string
@@ -104,7 +120,7 @@ func (e *Engine) compile(s *identity.Identity, node string) *EndpointPolicy {
 	e.compiles++
 	p := &EndpointPolicy{Subject: s, Node: node, Map: newMapState(), Revision: e.revision, selectors: map[string]struct{}{}}
 	entries := e.selecting(s)
-	b := &builder{e: e, p: p, acc: map[Key]*accum{}, parsers: map[conflictKey][]L7Parser{}, auths: map[conflictKey]string{}}
+	b := &builder{e: e, p: p, acc: make(map[Key]int32, e.lastKeys[s]), parsers: map[conflictKey][]L7Parser{}, auths: map[conflictKey]string{}}
 	for _, egress := range []bool{false, true} {
 		d := p.Direction(egress)
 		var dir []*Entry
@@ -156,9 +172,7 @@ func (b *builder) entry(en *Entry, tier Tier) {
 	if len(en.L3) == 0 {
 		peers = []*CachedSelector{b.e.sc.Add(wildcardPeer)}
 	} else {
-		for _, s := range en.L3 {
-			peers = append(peers, b.e.sc.Add(s))
-		}
+		peers = b.e.peerSelectors(en)
 	}
 	for _, cs := range peers {
 		// The wildcard's selections only matter where they are expanded per peer (egress
@@ -305,12 +319,12 @@ func (b *builder) peers(cs *CachedSelector, proto uint8, lo, hi uint16, l3only b
 func (b *builder) add(id identity.ID, proto uint8, lo, hi uint16, l3only bool, prec Precedence, parser L7Parser, o *Origin) {
 	it := accItem{prec: prec, parser: parser, origin: o}
 	put := func(k Key) {
-		a := b.acc[k]
-		if a == nil {
-			a = &accum{}
-			b.acc[k] = a
+		if i, ok := b.acc[k]; ok {
+			b.accs[i].add(it)
+			return
 		}
-		a.add(it)
+		b.acc[k] = int32(len(b.accs))
+		b.accs = append(b.accs, accum{first: it})
 	}
 	switch {
 	case l3only:
@@ -336,27 +350,37 @@ func (b *builder) finish() {
 	for k := range b.acc {
 		masks[idDir{k.Identity, k.Egress}] |= 1 << k.PrefixLen
 	}
-	for k, a := range b.acc {
-		items := slices.Clone(a.items)
-		mask := masks[idDir{k.Identity, k.Egress}]
-		for plen := uint8(0); plen < k.PrefixLen; plen++ {
-			if mask&(1<<plen) == 0 {
-				continue
-			}
-			if anc, ok := b.acc[maskedKey(k.Identity, k.Egress, k.Proto, k.Port, plen)]; ok {
-				items = append(items, anc.items...)
+	b.p.Map.entries = make(map[Key]MapEntry, len(b.acc))
+	b.e.lastKeys[b.p.Subject] = len(b.acc)
+	single := map[*Origin][]*Origin{}
+	var covering [25]*accum
+	for k, i := range b.acc {
+		n := 0
+		covering[n] = &b.accs[i]
+		n++
+		mask := masks[idDir{k.Identity, k.Egress}] & (1<<k.PrefixLen - 1)
+		for mask != 0 {
+			plen := uint8(bits.TrailingZeros32(mask))
+			mask &^= 1 << plen
+			if j, ok := b.acc[maskedKey(k.Identity, k.Egress, k.Proto, k.Port, plen)]; ok {
+				covering[n] = &b.accs[j]
+				n++
 			}
 		}
-		b.p.Map.insert(k, resolve(items))
+		b.p.Map.insert(k, resolve(covering[:n], single))
 	}
 }
 
-func resolve(items []accItem) MapEntry {
-	best := items[0]
-	for _, it := range items[1:] {
-		if it.prec > best.prec {
-			best = it
-		}
+// resolve picks the winning contribution among those covering a key and collects the
+// origins behind it. single interns one-origin lists, by far the most common.
+func resolve(covering []*accum, single map[*Origin][]*Origin) MapEntry {
+	best := covering[0].first
+	for _, a := range covering {
+		a.each(func(it accItem) {
+			if it.prec > best.prec {
+				best = it
+			}
+		})
 	}
 	e := MapEntry{Precedence: best.prec, Parser: best.parser}
 	switch {
@@ -368,16 +392,30 @@ func resolve(items []accItem) MapEntry {
 		e.Verdict = Allow
 		e.Parser = ParserNone
 	}
-	for _, it := range items {
-		keep := it.prec == best.prec
-		if !best.prec.IsDeny() {
-			keep = !it.prec.IsDeny() && it.prec.Tier() == best.prec.Tier()
-		}
-		if keep && !slices.Contains(e.Origins, it.origin) {
-			e.Origins = append(e.Origins, it.origin)
-		}
+	var origins []*Origin
+	for _, a := range covering {
+		a.each(func(it accItem) {
+			keep := it.prec == best.prec
+			if !best.prec.IsDeny() {
+				keep = !it.prec.IsDeny() && it.prec.Tier() == best.prec.Tier()
+			}
+			if keep && !slices.Contains(origins, it.origin) {
+				origins = append(origins, it.origin)
+			}
+		})
 	}
-	slices.SortFunc(e.Origins, func(a, b *Origin) int { return strings.Compare(a.String(), b.String()) })
+	if len(origins) == 1 {
+		o := origins[0]
+		if shared, ok := single[o]; ok {
+			e.Origins = shared
+		} else {
+			single[o] = origins
+			e.Origins = origins
+		}
+		return e
+	}
+	slices.SortFunc(origins, func(a, b *Origin) int { return strings.Compare(a.String(), b.String()) })
+	e.Origins = origins
 	return e
 }
 

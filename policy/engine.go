@@ -45,6 +45,12 @@ type Engine struct {
 	cache     map[cacheKey]*EndpointPolicy
 	revision  uint64
 	compiles  uint64
+	// resByNS indexes resource keys by the namespace of their entries ("" for cluster-wide).
+	resByNS map[string]map[string]struct{}
+	// peers caches each entry's peer selectors in the selector cache.
+	peers map[*Entry][]*CachedSelector
+	// lastKeys remembers the size of each subject's last map, to size the next one.
+	lastKeys map[*identity.Identity]int
 }
 
 // NewEngine returns an engine with the reserved identities known.
@@ -58,6 +64,9 @@ func NewEngine(opts Options) *Engine {
 		nextCIDR:  identity.LocalScope,
 		worldIP:   identity.NewIPCache(),
 		cache:     map[cacheKey]*EndpointPolicy{},
+		resByNS:   map[string]map[string]struct{}{},
+		peers:     map[*Entry][]*CachedSelector{},
+		lastKeys:  map[*identity.Identity]int{},
 	}
 	return e
 }
@@ -88,6 +97,7 @@ func (e *Engine) RemoveIdentity(id *identity.Identity) {
 			delete(e.cache, k)
 		}
 	}
+	delete(e.lastKeys, id)
 }
 
 func (e *Engine) invalidateSelectors(keys []string) {
@@ -125,8 +135,36 @@ func (e *Engine) ReplaceResource(key string, entries []*Entry) {
 	} else {
 		e.resources[key] = entries
 	}
-	e.reindex()
+	touched := map[string]bool{}
+	for _, en := range old {
+		touched[en.Origin.Namespace] = true
+		delete(e.peers, en)
+	}
+	for _, en := range entries {
+		touched[en.Origin.Namespace] = true
+		if len(en.L3) > 0 {
+			cs := make([]*CachedSelector, len(en.L3))
+			for i, s := range en.L3 {
+				cs[i] = e.sc.Add(s)
+			}
+			e.peers[en] = cs
+		}
+	}
+	for ns := range touched {
+		if entries != nil {
+			if e.resByNS[ns] == nil {
+				e.resByNS[ns] = map[string]struct{}{}
+			}
+			e.resByNS[ns][key] = struct{}{}
+		}
+		e.reindex(ns)
+	}
+	// Namespaced rules only select subjects of their namespace.
+	clusterWide := touched[""]
 	for k := range e.cache {
+		if !clusterWide && !touched[nsOf(k.subject)] {
+			continue
+		}
 		if selectsAny(old, k.subject) || selectsAny(entries, k.subject) {
 			delete(e.cache, k)
 		}
@@ -134,6 +172,18 @@ func (e *Engine) ReplaceResource(key string, entries []*Entry) {
 	for _, p := range cidrPrefixes(old) {
 		e.releaseCIDR(p)
 	}
+}
+
+// peerSelectors returns the cached selectors of an entry's peers.
+func (e *Engine) peerSelectors(en *Entry) []*CachedSelector {
+	if cs, ok := e.peers[en]; ok {
+		return cs
+	}
+	cs := make([]*CachedSelector, len(en.L3))
+	for i, s := range en.L3 {
+		cs[i] = e.sc.Add(s)
+	}
+	return cs
 }
 
 func selectsAny(entries []*Entry, s *identity.Identity) bool {
@@ -145,19 +195,30 @@ func selectsAny(entries []*Entry, s *identity.Identity) bool {
 	return false
 }
 
-func (e *Engine) reindex() {
-	keys := make([]string, 0, len(e.resources))
-	for k := range e.resources {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	e.byNS = map[string][]*Entry{}
-	for _, k := range keys {
-		for _, en := range e.resources[k] {
-			ns := en.Origin.Namespace
-			e.byNS[ns] = append(e.byNS[ns], en)
+// reindex rebuilds the entry list of one namespace, in resource-key order.
+func (e *Engine) reindex(ns string) {
+	var keys []string
+	for k := range e.resByNS[ns] {
+		if _, ok := e.resources[k]; ok {
+			keys = append(keys, k)
+		} else {
+			delete(e.resByNS[ns], k)
 		}
 	}
+	sort.Strings(keys)
+	var list []*Entry
+	for _, k := range keys {
+		for _, en := range e.resources[k] {
+			if en.Origin.Namespace == ns {
+				list = append(list, en)
+			}
+		}
+	}
+	if len(list) == 0 {
+		delete(e.byNS, ns)
+		return
+	}
+	e.byNS[ns] = list
 }
 
 // Resources returns the keys of every policy object, sorted.
