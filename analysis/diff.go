@@ -159,7 +159,7 @@ func rangeStrings(rs []PortRange) []string {
 
 func rangesEqual(a, b []PortRange) bool {
 	return slices.EqualFunc(a, b, func(x, y PortRange) bool {
-		return x.Proto == y.Proto && x.Lo == y.Lo && x.Hi == y.Hi && x.Proxied == y.Proxied && slices.Equal(x.HTTP, y.HTTP)
+		return x.Proto == y.Proto && x.Lo == y.Lo && x.Hi == y.Hi && x.Proxied == y.Proxied && x.Parser == y.Parser && slices.Equal(x.HTTP, y.HTTP)
 	})
 }
 
@@ -208,7 +208,7 @@ func portChanges(before, after []PortRange) []PortChange {
 		for i := 0; i+1 < len(cuts); i++ {
 			lo, hi := uint16(cuts[i]), uint16(cuts[i+1]-1)
 			b, a := find(before, lo), find(after, lo)
-			if b == nil && a == nil || (b != nil && a != nil && b.Proxied == a.Proxied && slices.Equal(b.HTTP, a.HTTP)) {
+			if b == nil && a == nil || (b != nil && a != nil && b.Proxied == a.Proxied && b.Parser == a.Parser && slices.Equal(b.HTTP, a.HTTP)) {
 				cur = nil
 				continue
 			}
@@ -219,7 +219,7 @@ func portChanges(before, after []PortRange) []PortChange {
 			}
 			r := PortRange{Proto: proto, Lo: lo, Hi: hi}
 			if a != nil {
-				r.Proxied, r.HTTP = a.Proxied, a.HTTP
+				r.Proxied, r.Parser, r.HTTP = a.Proxied, a.Parser, a.HTTP
 			}
 			changes = append(changes, PortChange{Range: r, Was: was, Now: now, Widening: widens(b, a)})
 			cur = &changes[len(changes)-1]
@@ -246,7 +246,7 @@ func describe(r *PortRange, proto uint8, lo, hi uint16) string {
 	if r == nil {
 		return p.String() + " denied"
 	}
-	p.Proxied, p.HTTP = r.Proxied, r.HTTP
+	p.Proxied, p.Parser, p.HTTP = r.Proxied, r.Parser, r.HTTP
 	return p.String()
 }
 
@@ -257,7 +257,7 @@ func widens(b, a *PortRange) bool {
 		return false
 	case b == nil:
 		return true
-	case !b.Proxied || len(b.HTTP) == 0:
+	case !b.Proxied || len(b.HTTP) == 0 || b.Parser != "http":
 		return false // every request already passed
 	case !a.Proxied || len(a.HTTP) == 0:
 		return true // HTTP rules no longer restrict requests

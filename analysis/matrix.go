@@ -59,6 +59,8 @@ type PortRange struct {
 	Hi    uint16 `json:"-"`
 	// Proxied is set when the connection goes through the L7 proxy.
 	Proxied bool `json:"proxied,omitempty"`
+	// Parser is the proxy ("http", "dns", "tls", "crd") when Proxied.
+	Parser string `json:"parser,omitempty"`
 	// HTTP lists the HTTP rules that restrict requests; empty with Proxied means every
 	// request passes the proxy.
 	HTTP []string `json:"http,omitempty"`
@@ -85,12 +87,14 @@ func (r PortRange) String() string {
 	default:
 		s = fmt.Sprintf("%s %d-%d", policy.ProtoName(r.Proto), r.Lo, r.Hi)
 	}
-	if r.Proxied {
-		if len(r.HTTP) == 0 {
-			s += " [HTTP any request]"
-		} else {
-			s += " [HTTP " + strings.Join(r.HTTP, " | ") + "]"
-		}
+	switch {
+	case !r.Proxied:
+	case r.Parser != "" && r.Parser != "http":
+		s += " [" + strings.ToUpper(r.Parser) + " proxy]"
+	case len(r.HTTP) == 0:
+		s += " [HTTP any request]"
+	default:
+		s += " [HTTP " + strings.Join(r.HTTP, " | ") + "]"
 	}
 	return s
 }
@@ -237,11 +241,12 @@ func peerIdentity(c *cluster.Cluster, g *Group, other *Group) *identity.Identity
 type decision struct {
 	allowed bool
 	proxied bool
+	parser  string
 	http    []string // nil with proxied: every request passes
 }
 
 func (d decision) equal(o decision) bool {
-	return d.allowed == o.allowed && d.proxied == o.proxied && slices.Equal(d.http, o.http)
+	return d.allowed == o.allowed && d.proxied == o.proxied && d.parser == o.parser && slices.Equal(d.http, o.http)
 }
 
 // portSegment is a run of ports of one protocol with one decision.
@@ -332,6 +337,7 @@ func computeSide(p *policy.EndpointPolicy, egress bool, peer *identity.Identity)
 		d := decision{allowed: true}
 		if r.Found && r.Entry.Verdict == policy.Redirect {
 			d.proxied = true
+			d.parser = r.Entry.Parser.String()
 			if r.Entry.Parser == policy.ParserHTTP {
 				d.http = httpSummary(p, egress, peer, port)
 			}
@@ -394,9 +400,10 @@ func (mc *matrixCache) intersect(eg, in *sideSet) []PortRange {
 		d := decision{allowed: true, proxied: a.d.proxied || b.d.proxied}
 		if d.proxied {
 			d.http = mergeHTTP(a.d, b.d)
+			d.parser = mergeParser(a.d, b.d)
 		}
-		r := PortRange{Proto: a.proto, Lo: uint16(lo), Hi: uint16(hi), Proxied: d.proxied, HTTP: d.http}
-		if n := len(out); n > 0 && out[n-1].Proto == r.Proto && uint32(out[n-1].Hi)+1 == lo && out[n-1].Proxied == r.Proxied && slices.Equal(out[n-1].HTTP, r.HTTP) {
+		r := PortRange{Proto: a.proto, Lo: uint16(lo), Hi: uint16(hi), Proxied: d.proxied, Parser: d.parser, HTTP: d.http}
+		if n := len(out); n > 0 && out[n-1].Proto == r.Proto && uint32(out[n-1].Hi)+1 == lo && out[n-1].Proxied == r.Proxied && out[n-1].Parser == r.Parser && slices.Equal(out[n-1].HTTP, r.HTTP) {
 			out[n-1].Hi = r.Hi
 		} else {
 			out = append(out, r)
@@ -425,6 +432,18 @@ func mergeHTTP(a, b decision) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// mergeParser names the proxy of a range both sides may redirect; HTTP wins because it is
+// the one that judges requests.
+func mergeParser(a, b decision) string {
+	if a.parser == "http" || b.parser == "http" {
+		return "http"
+	}
+	if a.parser != "" {
+		return a.parser
+	}
+	return b.parser
 }
 
 func protoOrder(p uint8) int { return slices.Index(scannedProtos, p) }

@@ -19,7 +19,7 @@ does: the same identities, the same allow/deny/L7 merge rules, the same policy-m
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newValidateCommand(), newTraceCommand(), newCheckCommand(), newMapCommand())
+	root.AddCommand(newValidateCommand(), newTraceCommand(), newCheckCommand(), newMapCommand(), newAuditCommand(), newMatrixCommand())
 	root.AddCommand(newDiffCommand())
 	return root
 }
