@@ -132,26 +132,164 @@ var scannedProtos = []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, 
 // BuildMatrix computes every allowed connection by looking up the compiled maps: for each
 // pair of groups it cuts the port space where some relevant map key starts or ends and
 // decides each piece with the same lookup trace uses.
+//
+// It works on equivalence classes, not pairs of pods: workloads whose pods share a compiled
+// policy and a peer class (the same selectors select them) get identical verdicts in every
+// direction, so a pair of such buckets is decided once and expanded to its workloads.
 func BuildMatrix(ctx context.Context, c *cluster.Cluster, opts MatrixOptions) (*Matrix, error) {
 	m := &Matrix{Groups: Groups(c)}
-	all := m.Groups
-	mc := &matrixCache{sides: map[sideKey]*sideSet{}, inters: map[[2]*sideSet][]PortRange{}}
-	for i, src := range all {
+	mc := &matrixCache{sides: map[sideKey]*sideSet{}, inters: map[[2]*sideSet][]PortRange{}, byContent: map[contentKey]*sideSet{}, origins: map[*policy.Origin]uint32{}}
+	index := make(map[*Group]int, len(m.Groups))
+	var workloads, outside []*Group
+	var ids []*identity.Identity
+	for i, g := range m.Groups {
+		index[g] = i
+		if g.Kind == GroupWorkload {
+			workloads = append(workloads, g)
+			ids = append(ids, g.ident)
+		} else {
+			outside = append(outside, g)
+		}
+	}
+	classes := c.Engine.SelectorCache().PeerClasses(ids)
+	type bucketKey struct {
+		p     *policy.EndpointPolicy
+		class int
+	}
+	type bucket struct {
+		groups []*Group
+		p      *policy.EndpointPolicy
+		peer   *identity.Identity
+		// the port sets towards peers the policy names no key for, per direction
+		egressDefault, ingressDefault *sideSet
+		// peers the policy has keys for, per direction
+		egressSpecial map[identity.ID]bool
+		mark          int
+	}
+	byKey := map[bucketKey]*bucket{}
+	var buckets []*bucket
+	classRep := map[int]*identity.Identity{}
+	for _, g := range workloads {
+		p := c.Policy(g.rep)
+		cl := classes[g.ident]
+		if classRep[cl] == nil {
+			classRep[cl] = g.ident // one member answers for its whole class
+		}
+		k := bucketKey{p, cl}
+		b, ok := byKey[k]
+		if !ok {
+			b = &bucket{p: p, peer: classRep[cl], mark: -1}
+			byKey[k] = b
+			buckets = append(buckets, b)
+		}
+		b.groups = append(b.groups, g)
+	}
+	emit := func(src, dst []*Group, ports []PortRange) {
+		if len(ports) == 0 {
+			return
+		}
+		for _, s := range src {
+			for _, d := range dst {
+				m.Connections = append(m.Connections, Connection{From: s, To: d, Ports: ports})
+			}
+		}
+	}
+	// Index what makes a pair special: a source policy with keys for the destination's
+	// class, or a destination policy with keys for the source's class. Every other pair is
+	// decided by the two default sets alone.
+	specials := func(p *policy.EndpointPolicy, egress bool) map[identity.ID]bool {
+		out := map[identity.ID]bool{}
+		if p == nil || p.Err != nil || !p.Direction(egress).Enforced {
+			return out
+		}
+		for _, id := range p.Map.Peers(egress) {
+			if id != 0 {
+				out[id] = true
+			}
+		}
+		return out
+	}
+	byPeer := map[identity.ID][]*bucket{}
+	specialIn := map[identity.ID][]*bucket{}
+	byIngressDefault := map[*sideSet][]*bucket{}
+	var defaultSets []*sideSet
+	for _, b := range buckets {
+		b.egressDefault = mc.side(b.p, true, nobody)
+		b.ingressDefault = mc.side(b.p, false, nobody)
+		b.egressSpecial = specials(b.p, true)
+		byPeer[b.peer.ID] = append(byPeer[b.peer.ID], b)
+		if _, ok := byIngressDefault[b.ingressDefault]; !ok {
+			defaultSets = append(defaultSets, b.ingressDefault)
+		}
+		byIngressDefault[b.ingressDefault] = append(byIngressDefault[b.ingressDefault], b)
+	}
+	for _, b := range buckets {
+		for id := range specials(b.p, false) {
+			if _, isRep := byPeer[id]; isRep {
+				specialIn[id] = append(specialIn[id], b)
+			}
+		}
+	}
+	total := len(buckets) + len(outside)
+	for i, bs := range buckets {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		for _, dst := range all {
-			if src.rep == nil && dst.rep == nil {
+		exact := func(bd *bucket) {
+			if bd.mark == i {
+				return
+			}
+			bd.mark = i
+			emit(bs.groups, bd.groups, mc.intersect(mc.side(bs.p, true, bd.peer), mc.side(bd.p, false, bs.peer)))
+		}
+		for id := range bs.egressSpecial {
+			for _, bd := range byPeer[id] {
+				exact(bd)
+			}
+		}
+		for _, bd := range specialIn[bs.peer.ID] {
+			exact(bd)
+		}
+		for _, set := range defaultSets {
+			if len(bs.egressDefault.segs) == 0 {
+				break // nothing leaves towards peers the policy does not name
+			}
+			ports := mc.intersect(bs.egressDefault, set)
+			if len(ports) == 0 {
 				continue
 			}
-			if ports := mc.pairPorts(c, src, dst); len(ports) > 0 {
-				m.Connections = append(m.Connections, Connection{From: src, To: dst, Ports: ports})
+			for _, bd := range byIngressDefault[set] {
+				if bd.mark != i {
+					emit(bs.groups, bd.groups, ports)
+				}
 			}
 		}
 		if opts.Progress != nil {
-			opts.Progress(i+1, len(all))
+			opts.Progress(i+1, total)
 		}
 	}
+	// Outside peers (CIDRs, the world, the host, other nodes) pair with every workload; the
+	// host and remote nodes are the ones of the workload's node.
+	for i, o := range outside {
+		for _, b := range buckets {
+			for _, g := range b.groups {
+				pg := []*Group{g}
+				og := []*Group{o}
+				emit(og, pg, mc.pairPorts(c, o, g))
+				emit(pg, og, mc.pairPorts(c, g, o))
+			}
+		}
+		if opts.Progress != nil {
+			opts.Progress(len(buckets)+i+1, total)
+		}
+	}
+	sort.Slice(m.Connections, func(i, j int) bool {
+		a, b := m.Connections[i], m.Connections[j]
+		if ia, ib := index[a.From], index[b.From]; ia != ib {
+			return ia < ib
+		}
+		return index[a.To] < index[b.To]
+	})
 	return m, nil
 }
 
@@ -284,6 +422,17 @@ func protoSpan(proto uint8) (uint32, uint32) {
 type matrixCache struct {
 	sides  map[sideKey]*sideSet
 	inters map[[2]*sideSet][]PortRange
+	// byContent shares the set of peers whose keys in a policy are identical (same keys,
+	// same entries, same rules behind them): their lookups and L7 rules are the same.
+	byContent map[contentKey]*sideSet
+	origins   map[*policy.Origin]uint32
+	buf       []byte
+}
+
+type contentKey struct {
+	p       *policy.EndpointPolicy
+	egress  bool
+	content string
 }
 
 type sideKey struct {
@@ -309,9 +458,41 @@ func (mc *matrixCache) side(p *policy.EndpointPolicy, egress bool, peer *identit
 	if s, ok := mc.sides[k]; ok {
 		return s
 	}
+	var ck contentKey
+	if k.peer != 0 {
+		ck = contentKey{p, egress, mc.content(p, egress, peer.ID)}
+		if s, ok := mc.byContent[ck]; ok {
+			mc.sides[k] = s
+			return s
+		}
+	}
 	s := computeSide(p, egress, peer)
 	mc.sides[k] = s
+	if k.peer != 0 {
+		mc.byContent[ck] = s
+	}
 	return s
+}
+
+// content encodes a peer's keys in a policy with their entries and the rules behind them.
+func (mc *matrixCache) content(p *policy.EndpointPolicy, egress bool, peer identity.ID) string {
+	b := mc.buf[:0]
+	for _, k := range p.Map.KeysFor(peer, egress) {
+		e, _ := p.Map.Get(k)
+		b = append(b, k.Proto, k.PrefixLen, byte(k.Port>>8), byte(k.Port), byte(e.Verdict), byte(e.Parser),
+			byte(e.Precedence>>24), byte(e.Precedence>>16), byte(e.Precedence>>8), byte(e.Precedence))
+		for _, o := range e.Origins {
+			id, ok := mc.origins[o]
+			if !ok {
+				id = uint32(len(mc.origins))
+				mc.origins[o] = id
+			}
+			b = append(b, byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+		}
+		b = append(b, 0xff)
+	}
+	mc.buf = b
+	return string(b)
 }
 
 func computeSide(p *policy.EndpointPolicy, egress bool, peer *identity.Identity) *sideSet {
@@ -373,6 +554,9 @@ func computeSide(p *policy.EndpointPolicy, egress bool, peer *identity.Identity)
 // both allow it; it is proxied when either side redirects; the HTTP rules of both sides
 // apply.
 func (mc *matrixCache) intersect(eg, in *sideSet) []PortRange {
+	if len(eg.segs) == 0 || len(in.segs) == 0 {
+		return nil
+	}
 	key := [2]*sideSet{eg, in}
 	if r, ok := mc.inters[key]; ok {
 		return r

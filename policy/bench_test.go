@@ -293,7 +293,9 @@ func TestPolicyChangeRecompilesOnlyWhatItTouches(t *testing.T) {
 				}
 			}
 		}
-		if got := c.Engine.Compiles() - compiles; got != uint64(len(ids)) {
+		// Identities selected by the same entries share one compiled policy, so a change
+		// compiles at most once per recompiled identity, and at least once if any.
+		if got := c.Engine.Compiles() - compiles; got > uint64(len(ids)) || (len(ids) > 0 && got == 0) {
 			t.Errorf("change of %s: %d compiles for %d distinct identities", tg.key, got, len(ids))
 		}
 		if len(ids) > 0 {

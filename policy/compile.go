@@ -56,6 +56,7 @@ type EndpointPolicy struct {
 
 	l7        [2][]*l7Filter
 	selectors map[string]struct{}
+	class     string
 }
 
 // Direction returns the direction policy.
@@ -116,10 +117,9 @@ type builder struct {
 	conflict []string
 }
 
-func (e *Engine) compile(s *identity.Identity, node string) *EndpointPolicy {
+func (e *Engine) compile(s *identity.Identity, node string, entries []*Entry) *EndpointPolicy {
 	e.compiles++
 	p := &EndpointPolicy{Subject: s, Node: node, Map: newMapState(), Revision: e.revision, selectors: map[string]struct{}{}}
-	entries := e.selecting(s)
 	b := &builder{e: e, p: p, acc: make(map[Key]int32, e.lastKeys[s]), parsers: map[conflictKey][]L7Parser{}, auths: map[conflictKey]string{}}
 	for _, egress := range []bool{false, true} {
 		d := p.Direction(egress)

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"slices"
 	"sort"
 
@@ -51,6 +53,9 @@ type Engine struct {
 	peers map[*Entry][]*CachedSelector
 	// lastKeys remembers the size of each subject's last map, to size the next one.
 	lastKeys map[*identity.Identity]int
+	// classes shares one compiled policy among subjects that the same entries select and
+	// that have the same named ports: their maps are identical.
+	classes map[string]*EndpointPolicy
 }
 
 // NewEngine returns an engine with the reserved identities known.
@@ -67,6 +72,7 @@ func NewEngine(opts Options) *Engine {
 		resByNS:   map[string]map[string]struct{}{},
 		peers:     map[*Entry][]*CachedSelector{},
 		lastKeys:  map[*identity.Identity]int{},
+		classes:   map[string]*EndpointPolicy{},
 	}
 	return e
 }
@@ -94,7 +100,7 @@ func (e *Engine) RemoveIdentity(id *identity.Identity) {
 	e.invalidateSelectors(e.sc.RemoveIdentity(id))
 	for k := range e.cache {
 		if k.subject == id {
-			delete(e.cache, k)
+			e.drop(k)
 		}
 	}
 	delete(e.lastKeys, id)
@@ -111,7 +117,7 @@ func (e *Engine) invalidateSelectors(keys []string) {
 	for k, p := range e.cache {
 		for sk := range p.selectors {
 			if _, ok := changed[sk]; ok {
-				delete(e.cache, k)
+				e.drop(k)
 				break
 			}
 		}
@@ -166,7 +172,7 @@ func (e *Engine) ReplaceResource(key string, entries []*Entry) {
 			continue
 		}
 		if selectsAny(old, k.subject) || selectsAny(entries, k.subject) {
-			delete(e.cache, k)
+			e.drop(k)
 		}
 	}
 	for _, p := range cidrPrefixes(old) {
@@ -318,13 +324,55 @@ func (e *Engine) Policy(subject *identity.Identity, node string) *EndpointPolicy
 	if p, ok := e.cache[k]; ok {
 		return p
 	}
-	p := e.compile(subject, node)
+	entries := e.selecting(subject)
+	ck := classKey(entries, subject, node)
+	if p, ok := e.classes[ck]; ok {
+		e.cache[k] = p
+		return p
+	}
+	p := e.compile(subject, node, entries)
+	p.class = ck
+	e.classes[ck] = p
 	e.cache[k] = p
 	return p
 }
 
+// classKey identifies the subjects that compile to the same policy: the entries that
+// select them, their named ports (ingress named ports resolve on the subject), the node.
+func classKey(entries []*Entry, subject *identity.Identity, node string) string {
+	var b strings.Builder
+	b.Grow(len(entries)*12 + 32)
+	for _, en := range entries {
+		fmt.Fprintf(&b, "%p,", en)
+	}
+	b.WriteString("|")
+	names := make([]string, 0, len(subject.NamedPorts))
+	for n := range subject.NamedPorts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		np := subject.NamedPorts[n]
+		fmt.Fprintf(&b, "%s/%d/%d,", n, np.Proto, np.Port)
+	}
+	b.WriteString("|")
+	b.WriteString(node)
+	return b.String()
+}
+
+// drop removes a compiled policy from the caches.
+func (e *Engine) drop(k cacheKey) {
+	if p, ok := e.cache[k]; ok {
+		delete(e.classes, p.class)
+		delete(e.cache, k)
+	}
+}
+
 // Invalidate drops every compiled policy (used by tests to compare with a full recompute).
-func (e *Engine) Invalidate() { e.cache = map[cacheKey]*EndpointPolicy{} }
+func (e *Engine) Invalidate() {
+	e.cache = map[cacheKey]*EndpointPolicy{}
+	e.classes = map[string]*EndpointPolicy{}
+}
 
 // selecting returns the entries whose subject selects s, in a stable order.
 func (e *Engine) selecting(s *identity.Identity) []*Entry {

@@ -989,8 +989,10 @@ func TestIncrementalNamespaceIsolation(t *testing.T) {
 		if n := query(b1, b2); n != 0 {
 			t.Errorf("%s: recompiled %d policies of namespace b", s.name, n)
 		}
-		if n := query(a1, a2); n != 2 {
-			t.Errorf("%s: recompiled %d policies of namespace a, want 2", s.name, n)
+		// a1 and a2 are selected by the same entries and have the same named ports, so
+		// they share one compiled policy: one compile serves both.
+		if n := query(a1, a2); n != 1 {
+			t.Errorf("%s: recompiled %d policies of namespace a, want 1 (shared by a1 and a2)", s.name, n)
 		}
 	}
 

@@ -304,3 +304,16 @@ type peerDir struct {
 	id     identity.ID
 	egress bool
 }
+
+// Peers returns the peer identities (0 for the wildcard) that have keys in one direction.
+func (m *MapState) Peers(egress bool) []identity.ID {
+	m.KeysFor(0, egress) // builds the index
+	var out []identity.ID
+	for pd := range m.byPeer {
+		if pd.egress == egress {
+			out = append(out, pd.id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

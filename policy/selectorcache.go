@@ -1,6 +1,10 @@
 package policy
 
 import (
+	"fmt"
+	"sort"
+	"strings"
+
 	"github.com/netward/netward/identity"
 )
 
@@ -137,4 +141,56 @@ func (sc *SelectorCache) RemoveIdentity(id *identity.Identity) []string {
 		}
 	}
 	return changed
+}
+
+// PeerClasses partitions the given identities into classes that every policy treats alike
+// as peers: the same selectors select them and they have the same named ports (which egress
+// rules resolve on the peer). Policy maps hold the same keys for every member of a class
+// (with the member's own identity), so a lookup for one member answers for all.
+func (sc *SelectorCache) PeerClasses(ids []*identity.Identity) map[*identity.Identity]int {
+	keys := make([]string, 0, len(sc.selectors))
+	for k, c := range sc.selectors {
+		if !c.Selector.IsWildcard() {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	want := make(map[*identity.Identity]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	sig := make(map[*identity.Identity][]int32, len(ids))
+	for i, k := range keys {
+		for id := range sc.selectors[k].selected {
+			if want[id] {
+				sig[id] = append(sig[id], int32(i))
+			}
+		}
+	}
+	classes := map[string]int{}
+	out := make(map[*identity.Identity]int, len(ids))
+	var b strings.Builder
+	for _, id := range ids {
+		b.Reset()
+		fmt.Fprintf(&b, "%d/%s/", id.Kind, id.Node)
+		for _, i := range sig[id] {
+			fmt.Fprintf(&b, "%d,", i)
+		}
+		names := make([]string, 0, len(id.NamedPorts))
+		for n := range id.NamedPorts {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(&b, "|%s/%d/%d", n, id.NamedPorts[n].Proto, id.NamedPorts[n].Port)
+		}
+		k := b.String()
+		c, ok := classes[k]
+		if !ok {
+			c = len(classes)
+			classes[k] = c
+		}
+		out[id] = c
+	}
+	return out
 }
