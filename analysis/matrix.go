@@ -138,7 +138,7 @@ var scannedProtos = []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, 
 // direction, so a pair of such buckets is decided once and expanded to its workloads.
 func BuildMatrix(ctx context.Context, c *cluster.Cluster, opts MatrixOptions) (*Matrix, error) {
 	m := &Matrix{Groups: Groups(c)}
-	mc := &matrixCache{sides: map[sideKey]*sideSet{}, inters: map[[2]*sideSet][]PortRange{}, byContent: map[contentKey]*sideSet{}, origins: map[*policy.Origin]uint32{}}
+	mc := &matrixCache{sides: map[sideKey]*sideSet{}, inters: map[[2]*sideSet][]PortRange{}, byContent: map[contentKey]*sideSet{}}
 	index := make(map[*Group]int, len(m.Groups))
 	var workloads, outside []*Group
 	var ids []*identity.Identity
@@ -162,9 +162,6 @@ func BuildMatrix(ctx context.Context, c *cluster.Cluster, opts MatrixOptions) (*
 		peer   *identity.Identity
 		// the port sets towards peers the policy names no key for, per direction
 		egressDefault, ingressDefault *sideSet
-		// peers the policy has keys for, per direction
-		egressSpecial map[identity.ID]bool
-		mark          int
 	}
 	byKey := map[bucketKey]*bucket{}
 	var buckets []*bucket
@@ -178,7 +175,7 @@ func BuildMatrix(ctx context.Context, c *cluster.Cluster, opts MatrixOptions) (*
 		k := bucketKey{p, cl}
 		b, ok := byKey[k]
 		if !ok {
-			b = &bucket{p: p, peer: classRep[cl], mark: -1}
+			b = &bucket{p: p, peer: classRep[cl]}
 			byKey[k] = b
 			buckets = append(buckets, b)
 		}
@@ -194,75 +191,85 @@ func BuildMatrix(ctx context.Context, c *cluster.Cluster, opts MatrixOptions) (*
 			}
 		}
 	}
-	// Index what makes a pair special: a source policy with keys for the destination's
-	// class, or a destination policy with keys for the source's class. Every other pair is
-	// decided by the two default sets alone.
-	specials := func(p *policy.EndpointPolicy, egress bool) map[identity.ID]bool {
-		out := map[identity.ID]bool{}
-		if p == nil || p.Err != nil || !p.Direction(egress).Enforced {
-			return out
-		}
-		for _, id := range p.Map.Peers(egress) {
-			if id != 0 {
-				out[id] = true
-			}
-		}
-		return out
-	}
-	byPeer := map[identity.ID][]*bucket{}
-	specialIn := map[identity.ID][]*bucket{}
-	byIngressDefault := map[*sideSet][]*bucket{}
-	var defaultSets []*sideSet
-	for _, b := range buckets {
+	// Rows are decided a source bucket at a time: the egress set towards each destination
+	// bucket is the policy's default set unless the policy has keys for that bucket's class;
+	// the destination's ingress set is its default unless its policy has keys for the
+	// source's class. Only pairs where both sets let something through are intersected.
+	byPeer := map[identity.ID][]int{}
+	for j, b := range buckets {
 		b.egressDefault = mc.side(b.p, true, nobody)
 		b.ingressDefault = mc.side(b.p, false, nobody)
-		b.egressSpecial = specials(b.p, true)
-		byPeer[b.peer.ID] = append(byPeer[b.peer.ID], b)
-		if _, ok := byIngressDefault[b.ingressDefault]; !ok {
-			defaultSets = append(defaultSets, b.ingressDefault)
-		}
-		byIngressDefault[b.ingressDefault] = append(byIngressDefault[b.ingressDefault], b)
+		byPeer[b.peer.ID] = append(byPeer[b.peer.ID], j)
 	}
-	for _, b := range buckets {
-		for id := range specials(b.p, false) {
-			if _, isRep := byPeer[id]; isRep {
-				specialIn[id] = append(specialIn[id], b)
+	type special struct {
+		j   int
+		set *sideSet
+	}
+	// namedPeers lists, for one policy and direction, the bucket classes it has keys for
+	// and the port set towards each; peers with identical keys share one set.
+	namedPeers := func(p *policy.EndpointPolicy, egress bool) []special {
+		var out []special
+		if p == nil || p.Err != nil || !p.Direction(egress).Enforced {
+			return nil
+		}
+		p.Map.ForEachPeer(egress, func(id identity.ID, d policy.Digest) {
+			js, ok := byPeer[id]
+			if !ok || id == 0 {
+				return
 			}
+			ck := contentKey{p, egress, d}
+			set, ok := mc.byContent[ck]
+			if !ok {
+				set = computeSide(p, egress, buckets[js[0]].peer)
+				mc.byContent[ck] = set
+			}
+			for _, j := range js {
+				out = append(out, special{j, set})
+			}
+		})
+		return out
+	}
+	egressRows := map[*policy.EndpointPolicy][]special{}
+	ingressByPolicy := map[*policy.EndpointPolicy][]special{}
+	inList := map[identity.ID][]special{} // source class -> (destination bucket, ingress set)
+	for j, b := range buckets {
+		named, ok := ingressByPolicy[b.p]
+		if !ok {
+			named = namedPeers(b.p, false)
+			ingressByPolicy[b.p] = named
+		}
+		for _, sp := range named {
+			src := buckets[sp.j].peer.ID
+			inList[src] = append(inList[src], special{j, sp.set})
 		}
 	}
+	egress := make([]*sideSet, len(buckets))
+	ingress := make([]*sideSet, len(buckets))
 	total := len(buckets) + len(outside)
 	for i, bs := range buckets {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		exact := func(bd *bucket) {
-			if bd.mark == i {
-				return
-			}
-			bd.mark = i
-			emit(bs.groups, bd.groups, mc.intersect(mc.side(bs.p, true, bd.peer), mc.side(bd.p, false, bs.peer)))
+		for j, bd := range buckets {
+			egress[j] = bs.egressDefault
+			ingress[j] = bd.ingressDefault
 		}
-		for id := range bs.egressSpecial {
-			for _, bd := range byPeer[id] {
-				exact(bd)
-			}
+		row, ok := egressRows[bs.p]
+		if !ok {
+			row = namedPeers(bs.p, true)
+			egressRows[bs.p] = row
 		}
-		for _, bd := range specialIn[bs.peer.ID] {
-			exact(bd)
+		for _, sp := range row {
+			egress[sp.j] = sp.set
 		}
-		for _, set := range defaultSets {
-			if len(bs.egressDefault.segs) == 0 {
-				break // nothing leaves towards peers the policy does not name
-			}
-			ports := mc.intersect(bs.egressDefault, set)
-			if len(ports) == 0 {
+		for _, sp := range inList[bs.peer.ID] {
+			ingress[sp.j] = sp.set
+		}
+		for j, bd := range buckets {
+			if len(egress[j].segs) == 0 || len(ingress[j].segs) == 0 {
 				continue
 			}
-			for _, bd := range byIngressDefault[set] {
-				if bd.mark != i {
-					emit(bs.groups, bd.groups, ports)
-				}
-			}
+			emit(bs.groups, bd.groups, mc.intersect(egress[j], ingress[j]))
 		}
 		if opts.Progress != nil {
 			opts.Progress(i+1, total)
@@ -425,14 +432,12 @@ type matrixCache struct {
 	// byContent shares the set of peers whose keys in a policy are identical (same keys,
 	// same entries, same rules behind them): their lookups and L7 rules are the same.
 	byContent map[contentKey]*sideSet
-	origins   map[*policy.Origin]uint32
-	buf       []byte
 }
 
 type contentKey struct {
 	p       *policy.EndpointPolicy
 	egress  bool
-	content string
+	content policy.Digest
 }
 
 type sideKey struct {
@@ -452,15 +457,17 @@ func (mc *matrixCache) side(p *policy.EndpointPolicy, egress bool, peer *identit
 		return allOpen
 	}
 	k := sideKey{p, egress, peer.ID}
-	if p.Err == nil && len(p.Map.KeysFor(peer.ID, egress)) == 0 {
-		k.peer, peer = 0, nobody
-	}
 	if s, ok := mc.sides[k]; ok {
+		return s
+	}
+	if peer.ID != 0 && p.Err == nil && len(p.Map.KeysFor(peer.ID, egress)) == 0 {
+		s := mc.side(p, egress, nobody)
+		mc.sides[k] = s
 		return s
 	}
 	var ck contentKey
 	if k.peer != 0 {
-		ck = contentKey{p, egress, mc.content(p, egress, peer.ID)}
+		ck = contentKey{p, egress, p.Map.PeerDigest(peer.ID, egress)}
 		if s, ok := mc.byContent[ck]; ok {
 			mc.sides[k] = s
 			return s
@@ -472,27 +479,6 @@ func (mc *matrixCache) side(p *policy.EndpointPolicy, egress bool, peer *identit
 		mc.byContent[ck] = s
 	}
 	return s
-}
-
-// content encodes a peer's keys in a policy with their entries and the rules behind them.
-func (mc *matrixCache) content(p *policy.EndpointPolicy, egress bool, peer identity.ID) string {
-	b := mc.buf[:0]
-	for _, k := range p.Map.KeysFor(peer, egress) {
-		e, _ := p.Map.Get(k)
-		b = append(b, k.Proto, k.PrefixLen, byte(k.Port>>8), byte(k.Port), byte(e.Verdict), byte(e.Parser),
-			byte(e.Precedence>>24), byte(e.Precedence>>16), byte(e.Precedence>>8), byte(e.Precedence))
-		for _, o := range e.Origins {
-			id, ok := mc.origins[o]
-			if !ok {
-				id = uint32(len(mc.origins))
-				mc.origins[o] = id
-			}
-			b = append(b, byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
-		}
-		b = append(b, 0xff)
-	}
-	mc.buf = b
-	return string(b)
 }
 
 func computeSide(p *policy.EndpointPolicy, egress bool, peer *identity.Identity) *sideSet {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/bits"
 	"slices"
 	"strings"
@@ -145,8 +146,18 @@ type MapState struct {
 	plens [2]uint32
 
 	indexOnce sync.Once
-	byPeer    map[peerDir][]Key
+	byPeer    map[peerDir]*peerIndex
 }
+
+type peerIndex struct {
+	keys   []Key
+	digest Digest
+}
+
+// Digest fingerprints everything a policy map holds for one peer: its keys, their entries
+// and the rules behind them. Two peers with equal digests in one map get the same lookups
+// and the same L7 rules (128 bits, so a collision is not a practical concern).
+type Digest [2]uint64
 
 func newMapState() *MapState { return &MapState{entries: map[Key]MapEntry{}} }
 
@@ -287,18 +298,66 @@ func rangeToPrefixes(lo, hi uint16) []struct {
 // KeysFor returns the keys of one peer identity (0 for the wildcard) in one direction,
 // sorted. Analyses use it to find where verdicts can change across the port space.
 func (m *MapState) KeysFor(id identity.ID, egress bool) []Key {
-	m.indexOnce.Do(func() {
-		m.byPeer = map[peerDir][]Key{}
-		for k := range m.entries {
-			pd := peerDir{k.Identity, k.Egress}
-			m.byPeer[pd] = append(m.byPeer[pd], k)
-		}
-		for _, ks := range m.byPeer {
-			slices.SortFunc(ks, compareKeys)
-		}
-	})
-	return m.byPeer[peerDir{id, egress}]
+	m.indexOnce.Do(m.index)
+	if pi := m.byPeer[peerDir{id, egress}]; pi != nil {
+		return pi.keys
+	}
+	return nil
 }
+
+// PeerDigest fingerprints the keys of one peer (see Digest); the zero Digest means none.
+func (m *MapState) PeerDigest(id identity.ID, egress bool) Digest {
+	m.indexOnce.Do(m.index)
+	if pi := m.byPeer[peerDir{id, egress}]; pi != nil {
+		return pi.digest
+	}
+	return Digest{}
+}
+
+// index groups the keys by peer and fingerprints each peer's keys. The per-key hashes are
+// summed, so the order of iteration does not matter.
+func (m *MapState) index() {
+	m.byPeer = map[peerDir]*peerIndex{}
+	seed := maphash.MakeSeed()
+	originHash := map[*Origin]uint64{}
+	for k, e := range m.entries {
+		pd := peerDir{k.Identity, k.Egress}
+		pi := m.byPeer[pd]
+		if pi == nil {
+			pi = &peerIndex{}
+			m.byPeer[pd] = pi
+		}
+		pi.keys = append(pi.keys, k)
+		h0 := mix(uint64(k.Proto) | uint64(k.Port)<<8 | uint64(k.PrefixLen)<<24 | uint64(e.Verdict)<<32 | uint64(e.Parser)<<40 | uint64(len(e.Origins))<<48)
+		h1 := mix(h0 ^ uint64(e.Precedence)<<7)
+		h0 = mix(h0 + uint64(e.Precedence))
+		for _, o := range e.Origins {
+			oh, ok := originHash[o]
+			if !ok {
+				oh = maphash.Comparable(seed, o)
+				originHash[o] = oh
+			}
+			h0 = mix(h0 ^ oh)
+			h1 = mix(h1 + oh)
+		}
+		pi.digest[0] += h0
+		pi.digest[1] += h1
+	}
+	for _, pi := range m.byPeer {
+		slices.SortFunc(pi.keys, compareKeys)
+	}
+}
+
+// mix is the splitmix64 finaliser.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+
 
 type peerDir struct {
 	id     identity.ID
@@ -316,4 +375,15 @@ func (m *MapState) Peers(egress bool) []identity.ID {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// ForEachPeer calls fn for every peer identity with keys in one direction (0, the wildcard,
+// included), with the digest of its keys, in no particular order.
+func (m *MapState) ForEachPeer(egress bool, fn func(id identity.ID, d Digest)) {
+	m.indexOnce.Do(m.index)
+	for pd, pi := range m.byPeer {
+		if pd.egress == egress {
+			fn(pd.id, pi.digest)
+		}
+	}
 }

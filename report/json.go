@@ -1,7 +1,9 @@
 package report
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 
 	"github.com/netward/netward/analysis"
@@ -74,9 +76,60 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// JSON writes the matrix as an indented JSON document.
+// JSON writes the matrix as a JSON document: the groups indented, then one connection a
+// line. It streams, so a matrix of hundreds of thousands of connections is written without
+// holding its whole text in memory; connections that share a port list (a bucket of
+// equivalent workloads) share its encoding.
 func JSON(w io.Writer, m *analysis.Matrix) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(NewDocument(m))
+	bw := bufio.NewWriterSize(w, 1<<16)
+	groups := NewDocument(&analysis.Matrix{Groups: m.Groups}).Groups
+	gb, err := json.MarshalIndent(groups, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, "{\n  \"schema\": %q,\n  \"groups\": %s,\n  \"connections\": [", Schema, gb)
+	type encoded struct{ ports, summary []byte }
+	cache := map[*analysis.PortRange]encoded{}
+	for i, c := range m.Connections {
+		var enc encoded
+		var ok bool
+		if len(c.Ports) > 0 {
+			enc, ok = cache[&c.Ports[0]]
+		}
+		if !ok {
+			ports := make([]JSONPort, 0, len(c.Ports))
+			for _, p := range c.Ports {
+				lo, hi := portBounds(p)
+				ports = append(ports, JSONPort{Protocol: policy.ProtoName(p.Proto), From: lo, To: hi, Proxied: p.Proxied, HTTP: nonNil(p.HTTP), Summary: p.String()})
+			}
+			if enc.ports, err = json.Marshal(ports); err != nil {
+				return err
+			}
+			if enc.summary, err = json.Marshal(Summary(c.Ports)); err != nil {
+				return err
+			}
+			if len(c.Ports) > 0 {
+				cache[&c.Ports[0]] = enc
+			}
+		}
+		from, _ := json.Marshal(c.From.ID)
+		to, _ := json.Marshal(c.To.ID)
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.WriteString("\n    {\"from\": ")
+		bw.Write(from)
+		bw.WriteString(", \"to\": ")
+		bw.Write(to)
+		bw.WriteString(", \"ports\": ")
+		bw.Write(enc.ports)
+		bw.WriteString(", \"summary\": ")
+		bw.Write(enc.summary)
+		bw.WriteByte('}')
+	}
+	if len(m.Connections) > 0 {
+		bw.WriteString("\n  ")
+	}
+	bw.WriteString("]\n}\n")
+	return bw.Flush()
 }

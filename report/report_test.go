@@ -205,7 +205,7 @@ func TestJSONSchema(t *testing.T) {
 	if !webAPI {
 		t.Error("no pod:shop/web -> pod:shop/api connection")
 	}
-	if !strings.Contains(out, `"http": []`) {
+	if !strings.Contains(out, `"http":[]`) || strings.Contains(out, `"http":null`) {
 		t.Error("empty HTTP lists should be [] not omitted")
 	}
 }
