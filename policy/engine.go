@@ -3,9 +3,9 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/netward/netward/identity"
 	"github.com/netward/netward/labels"

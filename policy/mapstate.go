@@ -357,8 +357,6 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-
-
 type peerDir struct {
 	id     identity.ID
 	egress bool
