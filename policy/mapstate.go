@@ -161,6 +161,16 @@ type Digest [2]uint64
 
 func newMapState() *MapState { return &MapState{entries: map[Key]MapEntry{}} }
 
+// NewMapState builds a map from entries, for consumers that keep or receive maps outside
+// the engine (the datapath restoring pinned state, tests). Keys are taken as given.
+func NewMapState(entries []KeyEntry) *MapState {
+	m := &MapState{entries: make(map[Key]MapEntry, len(entries))}
+	for _, ke := range entries {
+		m.insert(ke.Key, ke.Entry)
+	}
+	return m
+}
+
 func dirIndex(egress bool) int {
 	if egress {
 		return 1
