@@ -203,7 +203,7 @@ func (o *Objects) AddRaw(src Source, raw []byte) []error { return o.decodeObject
 func (o *Objects) decodeObject(src Source, raw []byte) []error {
 	var h typeHeader
 	if err := json.Unmarshal(raw, &h); err != nil {
-		return []error{&ObjectError{Source: src, Kind: "object", Errs: field.ErrorList{field.Invalid(field.NewPath(""), nil, "not a Kubernetes object: "+err.Error())}}}
+		return []error{&ObjectError{Source: src, Kind: "object", Errs: decodeErrors(err)}}
 	}
 	oe := &ObjectError{Source: src, Kind: h.Kind, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name}
 	if h.Kind == "" {
@@ -289,8 +289,11 @@ func decodeErrors(err error) field.ErrorList {
 				p = "<root>"
 			}
 			msg := fmt.Sprintf("must be of type %s, not %s", jsonTypeName(te.Type.Kind().String()), te.Value)
-			if te.Type.Kind().String() == "string" && te.Value == "number" {
+			switch {
+			case te.Type.Kind().String() == "string" && te.Value == "number":
 				msg += " (quote it, as the cilium.io/v2 schema requires)"
+			case te.Type.Kind().String() == "string" && te.Value == "bool":
+				msg += " (YAML reads y, n, yes, no, on, off, true and false as booleans: quote the value)"
 			}
 			out = append(out, field.Invalid(field.NewPath(p), nil, msg))
 			continue

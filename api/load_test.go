@@ -276,3 +276,12 @@ func TestLoadBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadYAMLBooleanName: YAML 1.1 reads an unquoted y as true; the error must say which
+// field and how to fix it.
+func TestLoadYAMLBooleanName(t *testing.T) {
+	_, errs := LoadBytes("b.yaml", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: y}\n"))
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "b.yaml (document 1)") || !strings.Contains(errs[0].Error(), "metadata.namespace") || !strings.Contains(errs[0].Error(), "quote the value") {
+		t.Fatalf("errs = %v", errs)
+	}
+}

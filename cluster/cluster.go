@@ -164,6 +164,24 @@ func Build(objs *api.Objects, opts Options) (*Cluster, error) {
 
 func (c *Cluster) loadPolicies(objs *api.Objects) error {
 	tr := policy.Translator{Cluster: c.Options.Cluster}
+	noteServices := func(src api.Source, ref string, rules []api.Rule) {
+		for _, r := range rules {
+			for i, eg := range r.Egress {
+				if len(eg.ToServices) > 0 {
+					c.Notes = append(c.Notes, fmt.Sprintf("%s: %s egress[%d].toServices: netward reads no Service objects, so (as in Cilium while no matching Service exists) the rule names no peers and allows every peer on its ports", src, ref, i))
+				}
+			}
+		}
+	}
+	for _, list := range [][]api.Object[api.CiliumNetworkPolicy]{objs.CNPs, objs.CCNPs} {
+		for _, o := range list {
+			rules := o.Obj.Specs
+			if o.Obj.Spec != nil {
+				rules = append([]api.Rule{*o.Obj.Spec}, rules...)
+			}
+			noteServices(o.Source, o.Obj.Kind+" "+o.Obj.Name, rules)
+		}
+	}
 	for _, o := range objs.CNPs {
 		entries, err := tr.CNP(api.KindCNP, o.Obj)
 		if err != nil {

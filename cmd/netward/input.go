@@ -87,13 +87,13 @@ func (f *inputFlags) load(cmd *cobra.Command) (*cluster.Cluster, error) {
 		printErrors(cmd.ErrOrStderr(), errs)
 		return nil, &exitError{2, fmt.Errorf("%d invalid input(s); nothing was evaluated", len(errs))}
 	}
-	for _, n := range objs.Notes {
-		fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
-	}
 	opts := cluster.Options{Policy: policy.Options{CIDRMatch: mode, AllowLocalhost: f.allowLocalhost}}
 	c, err := cluster.Build(objs, opts)
 	if err != nil {
 		return nil, &exitError{2, err}
+	}
+	for _, n := range c.Notes { // the input's notes and the cluster's
+		fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
 	}
 	return c, nil
 }
