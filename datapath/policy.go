@@ -116,6 +116,10 @@ func (d *Datapath) SetPolicy(epID uint32, entries []policy.KeyEntry, cookie Cook
 	p.active, p.standby = p.standby, p.active
 	p.activeSet, p.standbySet = p.standbySet, p.activeSet
 	p.flippedAt = d.flips
+	// A syscall update of a map-in-map waits for an RCU grace period before it returns
+	// (kernel/bpf/syscall.c maybe_wait_bpf_programs), so no program still reads the map
+	// that just became the standby: it may be written at once.
+	d.synced = d.flips
 	return delta, nil
 }
 

@@ -1,0 +1,277 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/netward/netward/policy"
+)
+
+// Config configures an agent. Zero values take the defaults of DefaultConfig's comments.
+type Config struct {
+	// Node is the name of the node the agent serves (required): the Node object of that
+	// name in the policy directory gives the node's addresses (the host identity), and pods
+	// registered with this agent are on it.
+	Node string
+	// PoliciesDir holds the manifests (Namespaces, Pods, Nodes, NetworkPolicies,
+	// CiliumNetworkPolicies, CiliumClusterwideNetworkPolicies), read recursively and re-read
+	// on change.
+	PoliciesDir string
+	// NodeNetns is the network namespace of the node, where the host-side veths live: a name
+	// under /var/run/netns or a path. "" is the agent's own.
+	NodeNetns string
+	// APISocket is the unix socket of the API (default /run/netward/<node>.sock).
+	APISocket string
+	// MetricsAddr is the TCP address of the Prometheus endpoint ("" disables it; the API
+	// socket serves /metrics as well). A failure to listen is logged, not fatal.
+	MetricsAddr string
+	// PinDir is the bpffs directory of the datapath's pins (default /sys/fs/bpf/netward/<node>).
+	PinDir string
+	// StateDir holds the endpoint registry (default /var/lib/netward/<node>).
+	StateDir string
+	// Audit computes and reports verdicts but never drops.
+	Audit bool
+	// Policy are Cilium's agent options that change how policy resolves.
+	Policy policy.Options
+	// ClusterName is the cluster's name (labels io.cilium.k8s.policy.cluster); "default".
+	ClusterName string
+	// Debounce is how long the source waits after the last change before re-reading
+	// (default 10ms; files still open for writing are waited for, up to 2s).
+	Debounce time.Duration
+	// PollInterval is how often the source compares file sizes and times, besides inotify
+	// (default 200ms).
+	PollInterval time.Duration
+	// ResyncInterval is how often the agent recomputes its state without a change, to
+	// follow the node's own addresses (default 30s).
+	ResyncInterval time.Duration
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultMetricsAddr = "127.0.0.1:9962"
+	DefaultSocketDir   = "/run/netward"
+	DefaultStateRoot   = "/var/lib/netward"
+	DefaultPinRoot     = "/sys/fs/bpf/netward"
+)
+
+// DefaultSocket is the API socket of a node's agent.
+func DefaultSocket(node string) string { return filepath.Join(DefaultSocketDir, node+".sock") }
+
+func (c *Config) setDefaults() error {
+	if c.Node == "" {
+		return fmt.Errorf("agent: the node name is required (--node)")
+	}
+	if strings.ContainsAny(c.Node, "/\x00") || c.Node == "." || c.Node == ".." {
+		return fmt.Errorf("agent: invalid node name %q", c.Node)
+	}
+	if c.PoliciesDir == "" {
+		return fmt.Errorf("agent: the policy directory is required (--policies)")
+	}
+	if c.APISocket == "" {
+		c.APISocket = DefaultSocket(c.Node)
+	}
+	if c.PinDir == "" {
+		c.PinDir = filepath.Join(DefaultPinRoot, c.Node)
+	}
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join(DefaultStateRoot, c.Node)
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = policy.DefaultCluster
+	}
+	if c.Debounce <= 0 {
+		c.Debounce = 10 * time.Millisecond
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 200 * time.Millisecond
+	}
+	if c.ResyncInterval <= 0 {
+		c.ResyncInterval = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// nodeNetnsPath turns a netns name into its path.
+func nodeNetnsPath(ns string) string {
+	if ns == "" || strings.Contains(ns, "/") {
+		return ns
+	}
+	return filepath.Join("/var/run/netns", ns)
+}
+
+// EndpointRequest is the body of POST /v1/endpoints (sent by the CNI plugin).
+type EndpointRequest struct {
+	ContainerID  string   `json:"containerID"`
+	Netns        string   `json:"netns"`
+	IfName       string   `json:"ifName"`
+	HostIfName   string   `json:"hostIfName"`
+	PodNamespace string   `json:"podNamespace"`
+	PodName      string   `json:"podName"`
+	IPs          []string `json:"ips"`
+}
+
+// EndpointResponse answers a registration.
+type EndpointResponse struct {
+	ID       uint32 `json:"id"`
+	Identity uint32 `json:"identity"`
+	Pod      string `json:"pod"`
+}
+
+// Endpoint is an endpoint as GET /v1/endpoints shows it.
+type Endpoint struct {
+	ID                 uint32   `json:"id"`
+	ContainerID        string   `json:"containerID"`
+	Pod                string   `json:"pod"`
+	Namespace          string   `json:"namespace"`
+	Name               string   `json:"name"`
+	IPs                []string `json:"ips"`
+	Identity           uint32   `json:"identity"`
+	Labels             []string `json:"labels"`
+	HostIfName         string   `json:"hostIfName"`
+	Netns              string   `json:"netns"`
+	PolicyRevision     uint64   `json:"policyRevision"`
+	IngressEnforced    bool     `json:"ingressEnforced"`
+	EgressEnforced     bool     `json:"egressEnforced"`
+	IngressDefaultDeny bool     `json:"ingressDefaultDeny"`
+	EgressDefaultDeny  bool     `json:"egressDefaultDeny"`
+	MapEntries         int      `json:"mapEntries"`
+	Audit              bool     `json:"audit,omitempty"`
+	// KnownPod is false when no Pod object of that name is in the policy directory (the
+	// endpoint has no pod labels).
+	KnownPod bool `json:"knownPod"`
+	// State is "enforcing" (the current policy), "restored" (the pinned state of a previous
+	// agent, kept until a valid policy set is loaded) or "error".
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+	// Map is the programmed policy map (GET /v1/endpoints/{id}).
+	Map []MapEntry `json:"map,omitempty"`
+}
+
+// MapEntry is one policy map entry of an endpoint.
+type MapEntry struct {
+	Key        string   `json:"key"`
+	Verdict    string   `json:"verdict"`
+	Precedence uint32   `json:"precedence"`
+	Origins    []string `json:"origins"`
+}
+
+// Status is GET /v1/status.
+type Status struct {
+	Node           string `json:"node"`
+	PoliciesDir    string `json:"policiesDir"`
+	PolicyRevision uint64 `json:"policyRevision"`
+	// Enforcing says what the datapath enforces: "current" (the directory as it is),
+	// "last-good" (the directory is invalid; the last valid set stays), "restored" (no valid
+	// set loaded since start; the pinned state of the previous agent stays) or "none".
+	Enforcing      string       `json:"enforcing"`
+	Endpoints      int          `json:"endpoints"`
+	Audit          bool         `json:"audit"`
+	DatapathLoaded bool         `json:"datapathLoaded"`
+	LastLoad       *time.Time   `json:"lastLoad,omitempty"`
+	LastGoodLoad   *time.Time   `json:"lastGoodLoad,omitempty"`
+	LastError      *PolicyError `json:"lastError,omitempty"`
+	Warnings       []string     `json:"warnings,omitempty"`
+	Identities     int          `json:"identities"`
+	IPCacheEntries int          `json:"ipcacheEntries"`
+	MetricsError   string       `json:"metricsError,omitempty"`
+}
+
+// PolicyError is a rejected load of the policy directory: nothing of it was applied.
+type PolicyError struct {
+	Time    time.Time     `json:"time"`
+	Message string        `json:"message"`
+	Errors  []ObjectIssue `json:"errors"`
+}
+
+// ObjectIssue is one problem, located as precisely as known.
+type ObjectIssue struct {
+	File     string `json:"file,omitempty"`
+	Document int    `json:"document,omitempty"`
+	Item     int    `json:"item,omitempty"`
+	Object   string `json:"object,omitempty"`
+	Field    string `json:"field,omitempty"`
+	Message  string `json:"message"`
+}
+
+func (o ObjectIssue) String() string {
+	var parts []string
+	if o.File != "" {
+		loc := o.File
+		if o.Document > 0 {
+			loc += fmt.Sprintf(" (document %d", o.Document)
+			if o.Item > 0 {
+				loc += fmt.Sprintf(", item %d", o.Item)
+			}
+			loc += ")"
+		}
+		parts = append(parts, loc)
+	}
+	if o.Object != "" {
+		parts = append(parts, o.Object)
+	}
+	if o.Field != "" {
+		parts = append(parts, o.Field)
+	}
+	parts = append(parts, o.Message)
+	return strings.Join(parts, ": ")
+}
+
+// Event is one verdict of the datapath (GET /v1/events).
+type Event struct {
+	Time        time.Time `json:"time"`
+	Node        string    `json:"node"`
+	Source      Peer      `json:"source"`
+	Destination Peer      `json:"destination"`
+	Proto       string    `json:"proto"`
+	// Port is the destination port, or the ICMP type for ICMP.
+	Port      uint16 `json:"port"`
+	SrcPort   uint16 `json:"srcPort,omitempty"`
+	Direction string `json:"direction"` // of the endpoint's policy that decided: ingress or egress
+	// Endpoint is the local pod whose policy decided.
+	Endpoint string `json:"endpoint"`
+	// Verdict is forwarded, dropped, redirected or audit (would have been dropped).
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	// Origins are the rules behind the deciding map entry; for a default deny, the rules
+	// that select the endpoint ("default deny: selected by ...").
+	Origins []string `json:"origins"`
+}
+
+// Peer is one side of an event.
+type Peer struct {
+	// Pod is namespace/name when the address is a pod's.
+	Pod      string `json:"pod,omitempty"`
+	IP       string `json:"ip"`
+	Identity uint32 `json:"identity"`
+	// Kind is pod, host, remote-node, world or cidr.
+	Kind string `json:"kind,omitempty"`
+	// Node names the node for host and remote-node peers.
+	Node string `json:"node,omitempty"`
+}
+
+// Name is how people see the peer.
+func (p Peer) Name() string {
+	switch {
+	case p.Pod != "":
+		return p.Pod
+	case p.Kind == "host" || p.Kind == "remote-node":
+		if p.Node != "" {
+			return p.Kind + "(" + p.Node + ")"
+		}
+		return p.Kind
+	}
+	return p.IP
+}
+
+// apiError is the body of every non-2xx answer.
+type apiError struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/netward/netward/agent"
+	"github.com/netward/netward/policy"
+)
+
+func newAgentCommand() *cobra.Command {
+	var cfg agent.Config
+	var logFormat, logLevel, cidrMatchMode string
+	cmd := &cobra.Command{
+		Use:   "agent --policies DIR --node NAME",
+		Short: "Run the node agent: enforce the policies in DIR with the eBPF datapath",
+		Long: `Run the node agent of one node. It reads Namespaces, Pods, Nodes, NetworkPolicies,
+CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies from DIR (re-read on change; an
+invalid set is rejected as a whole and the last valid one keeps enforcing), keeps the
+endpoints the CNI plugin registers on its API socket, and programs the eBPF datapath on
+their host veths. Maps and programs are pinned: when the agent stops, enforcement keeps the
+last state, and a new agent adopts it.
+
+--node-netns NS serves a node whose network is the named network namespace (or a path), so
+several nodes and their pods can live on one machine.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.PoliciesDir == "" {
+				return &exitError{2, fmt.Errorf("--policies DIR is required")}
+			}
+			if cfg.Node == "" {
+				return &exitError{2, fmt.Errorf("--node NAME is required")}
+			}
+			mode, ok := policy.ParseCIDRMatchMode(cidrMatchMode)
+			if !ok {
+				return &exitError{2, fmt.Errorf("--cidr-match-mode %q: want \"\", nodes, pods or nodes,pods", cidrMatchMode)}
+			}
+			cfg.Policy.CIDRMatch = mode
+			logger, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
+			if err != nil {
+				return &exitError{2, err}
+			}
+			cfg.Logger = logger
+			abs, err := filepath.Abs(cfg.PoliciesDir)
+			if err != nil {
+				return &exitError{2, err}
+			}
+			cfg.PoliciesDir = abs
+			if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+				return &exitError{2, fmt.Errorf("--policies %s: not a directory", abs)}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			a, err := agent.New(cfg)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			if err := a.Run(ctx); err != nil {
+				return &exitError{1, err}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.PoliciesDir, "policies", "", "directory of manifests (Namespaces, Pods, Nodes and policies), re-read on change")
+	f.StringVar(&cfg.Node, "node", "", "name of the node this agent serves (its Node object gives the host addresses)")
+	f.StringVar(&cfg.NodeNetns, "node-netns", "", "network namespace of the node (name under /var/run/netns, or a path); default: the agent's own")
+	f.StringVar(&cfg.APISocket, "api-socket", "", "unix socket of the API (default /run/netward/<node>.sock)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", agent.DefaultMetricsAddr, `Prometheus endpoint address ("" to disable; /metrics is on the API socket too)`)
+	f.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs directory of the pinned maps and links (default /sys/fs/bpf/netward/<node>)")
+	f.StringVar(&cfg.StateDir, "state-dir", "", "directory of the endpoint registry (default /var/lib/netward/<node>)")
+	f.BoolVar(&cfg.Audit, "audit", false, "audit mode: compute and report verdicts, never drop")
+	f.StringVar(&cidrMatchMode, "cidr-match-mode", "", `Cilium's policy-cidr-match-mode: "" (default), "nodes", "pods" or "nodes,pods"`)
+	f.BoolVar(&cfg.Policy.AllowLocalhost, "allow-localhost", true, "the local node reaches its pods under ingress default deny (Cilium's allow-localhost in Kubernetes mode)")
+	f.StringVar(&cfg.ClusterName, "cluster-name", "", "cluster name (io.cilium.k8s.policy.cluster); default \"default\"")
+	f.DurationVar(&cfg.Debounce, "debounce", 0, "quiet time after a change in DIR before it is applied (default 10ms)")
+	f.DurationVar(&cfg.PollInterval, "poll-interval", 0, "how often DIR is polled besides inotify (default 200ms)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// agentSocket resolves the API socket of the client commands: --api-socket, else the
+// --node's default socket, else the only socket in /run/netward.
+func agentSocket(socket, node string) (string, error) {
+	switch {
+	case socket != "":
+		return socket, nil
+	case node != "":
+		return agent.DefaultSocket(node), nil
+	}
+	matches, _ := filepath.Glob(filepath.Join(agent.DefaultSocketDir, "*.sock"))
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		return "", fmt.Errorf("no agent socket in %s: give --node NAME or --api-socket PATH", agent.DefaultSocketDir)
+	}
+	return "", fmt.Errorf("several agents (%s): give --node NAME or --api-socket PATH", strings.Join(matches, ", "))
+}
