@@ -22,5 +22,6 @@ does: the same identities, the same allow/deny/L7 merge rules, the same policy-m
 	root.AddCommand(newValidateCommand(), newTraceCommand(), newCheckCommand(), newMapCommand(), newAuditCommand(), newMatrixCommand())
 	root.AddCommand(newDiffCommand())
 	root.AddCommand(newAgentCommand(), newEndpointCommand(), newObserveCommand())
+	root.AddCommand(newInstallCommand())
 	return root
 }

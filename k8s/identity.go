@@ -1,0 +1,102 @@
+package k8s
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/netward/netward/identity"
+	"github.com/netward/netward/labels"
+)
+
+// Identities are numbered deterministically from their labels, so that every agent, which
+// sees the same Pods and Namespaces through its informers, gives the same labels the same
+// number without talking to the others (docs/kubernetes.md, "Identities").
+//
+// Each label set has a home slot in Cilium's cluster-local range 256..65535: a SHA-256 of
+// its sorted labels, modulo the range size. Collisions are resolved by linear probing in a
+// canonical order: oldest claim first (the creationTimestamp of the oldest pod carrying the
+// set), then by the sets' label strings. The numbering is therefore a function of the claims
+// alone, whatever order they are read in, and a new label set never moves an existing one:
+// it is the youngest, so it probes last and takes a free slot. A set can be renumbered only
+// when a set that collided with it goes away, or when its own oldest pod goes away and it
+// falls behind a younger set of its probe run.
+
+// Bounds of the identities AllocateIdentities gives out (Cilium's cluster-local identity
+// range without ClusterMesh: 16 bits, the first 256 reserved).
+const (
+	IdentityFirst identity.ID = identity.MinCluster
+	IdentityLast  identity.ID = 65535
+)
+
+const identitySlots = uint64(IdentityLast-IdentityFirst) + 1
+
+// IdentityHome is the number a label set gets unless another set took it first.
+func IdentityHome(set labels.Set) identity.ID {
+	h := sha256.New()
+	for _, l := range set.Sorted() {
+		h.Write([]byte(l.Source))
+		h.Write([]byte{0})
+		h.Write([]byte(l.Key))
+		h.Write([]byte{0})
+		h.Write([]byte(l.Value))
+		h.Write([]byte{0})
+	}
+	sum := h.Sum(nil)
+	return IdentityFirst + identity.ID(binary.BigEndian.Uint64(sum[:8])%identitySlots)
+}
+
+// IdentityClaim is a label set and since when it exists: the oldest creationTimestamp of
+// the pods that carry it (zero: unknown, which sorts first).
+type IdentityClaim struct {
+	Labels labels.Set
+	Since  time.Time
+}
+
+// AllocateIdentities numbers every distinct label set (keyed by Set.String()). The result
+// depends only on the claims, not on their order; a label set claimed several times counts
+// with its oldest claim.
+func AllocateIdentities(claims []IdentityClaim) (map[string]identity.ID, error) {
+	type entry struct {
+		key   string
+		home  identity.ID
+		since time.Time
+	}
+	byKey := map[string]*entry{}
+	var all []*entry
+	for _, c := range claims {
+		k := c.Labels.String()
+		if e, ok := byKey[k]; ok {
+			if c.Since.Before(e.since) {
+				e.since = c.Since
+			}
+			continue
+		}
+		e := &entry{key: k, home: IdentityHome(c.Labels), since: c.Since}
+		byKey[k] = e
+		all = append(all, e)
+	}
+	if uint64(len(all)) > identitySlots {
+		return nil, fmt.Errorf("%d distinct identity label sets do not fit in the %d identities of %d..%d", len(all), identitySlots, IdentityFirst, IdentityLast)
+	}
+	slices.SortFunc(all, func(a, b *entry) int {
+		return cmp.Or(a.since.Compare(b.since), cmp.Compare(a.key, b.key))
+	})
+	used := make(map[identity.ID]bool, len(all))
+	out := make(map[string]identity.ID, len(all))
+	for _, e := range all {
+		id := e.home
+		for used[id] {
+			id++
+			if id > IdentityLast {
+				id = IdentityFirst
+			}
+		}
+		used[id] = true
+		out[e.key] = id
+	}
+	return out, nil
+}
