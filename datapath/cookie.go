@@ -3,6 +3,7 @@
 package datapath
 
 import (
+	"hash/fnv"
 	"strings"
 	"sync"
 
@@ -11,17 +12,19 @@ import (
 
 // CookieJar numbers the rule-origin sets of map entries, so events can name the rules
 // behind a decision: pass jar.Cookie to SetPolicy and jar.Origins(ev.Cookie) to explain an
-// event. Cookie 0 is "no origins". Numbers are stable for the jar's lifetime (an agent
-// restart renumbers; entries are rewritten with the new numbers on their next SetPolicy).
+// event. Cookie 0 is "no origins". A cookie is a hash of the origins' text, so an agent that
+// restarts gives the same rules the same cookie and can explain events and pinned entries
+// written by its predecessor; a cookie whose rules no longer exist explains nothing.
+// Hash collisions are resolved by probing, in the order sets are first seen.
 type CookieJar struct {
 	mu      sync.Mutex
 	ids     map[string]uint32
-	origins [][]*policy.Origin
+	origins map[uint32][]*policy.Origin
 }
 
 // NewCookieJar returns an empty jar.
 func NewCookieJar() *CookieJar {
-	return &CookieJar{ids: map[string]uint32{}, origins: [][]*policy.Origin{nil}}
+	return &CookieJar{ids: map[string]uint32{}, origins: map[uint32][]*policy.Origin{}}
 }
 
 // Cookie returns the number of the entry's origins (a CookieFunc).
@@ -40,9 +43,14 @@ func (j *CookieJar) Cookie(e *policy.MapEntry) uint32 {
 	if id, ok := j.ids[key]; ok {
 		return id
 	}
-	id := uint32(len(j.origins))
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	id := h.Sum32()
+	for id == 0 || j.origins[id] != nil {
+		id++
+	}
 	j.ids[key] = id
-	j.origins = append(j.origins, e.Origins)
+	j.origins[id] = e.Origins
 	return id
 }
 
@@ -50,8 +58,5 @@ func (j *CookieJar) Cookie(e *policy.MapEntry) uint32 {
 func (j *CookieJar) Origins(cookie uint32) []*policy.Origin {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if int(cookie) >= len(j.origins) {
-		return nil
-	}
 	return j.origins[cookie]
 }
