@@ -44,6 +44,7 @@ type Agent struct {
 	ipcache  map[netip.Prefix]identity.ID // what the kernel's ipcache may hold
 	good     *loaded                      // last valid policy set (nil: none since start)
 	tried    [32]byte                     // digest of the last set tried
+	files    map[string]decodedFile       // manifest files as last decoded
 	// savedDigest is the digest of the set at revision (from the state file until a set is
 	// applied), so that a restart on an unchanged directory keeps the revision.
 	savedDigest [32]byte

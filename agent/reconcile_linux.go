@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -63,36 +61,6 @@ type applyStats struct {
 	errors                int
 }
 
-// dirDigest fingerprints the files api.Load reads from dir.
-func dirDigest(dir string) ([32]byte, error) {
-	h := sha256.New()
-	var files []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && relevantFile(path) {
-			files = append(files, path)
-		}
-		return nil
-	})
-	if err != nil {
-		return [32]byte{}, err
-	}
-	sort.Strings(files)
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return [32]byte{}, err
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
-		h.Write(b)
-	}
-	var out [32]byte
-	copy(out[:], h.Sum(nil))
-	return out, nil
-}
-
 func relevantFile(name string) bool {
 	switch strings.ToLower(filepath.Ext(name)) {
 	case ".yaml", ".yml", ".json":
@@ -106,14 +74,16 @@ func relevantFile(name string) bool {
 // logged and reported, and the last valid set keeps enforcing.
 func (a *Agent) reloadLocked(detected time.Time, initial bool) {
 	dir := a.cfg.PoliciesDir
-	digest, derr := dirDigest(dir)
+	objs, errs, digest, derr := a.loadDir(dir)
 	if derr == nil && !initial && digest == a.tried {
 		return
 	}
 	a.tried = digest
 	start := time.Now()
 	a.lastLoad = start
-	objs, errs := api.Load([]string{dir}, nil)
+	if derr != nil {
+		objs, errs = &api.Objects{}, []error{derr}
+	}
 	verrs, warnings := api.ValidateLenient(objs)
 	errs = append(errs, verrs...)
 	if len(errs) > 0 {

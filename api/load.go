@@ -196,6 +196,17 @@ type typeHeader struct {
 	} `json:"metadata"`
 }
 
+// Append adds every object of o2 (and its notes) after o's.
+func (o *Objects) Append(o2 *Objects) {
+	o.Namespaces = append(o.Namespaces, o2.Namespaces...)
+	o.Pods = append(o.Pods, o2.Pods...)
+	o.Nodes = append(o.Nodes, o2.Nodes...)
+	o.NetworkPolicies = append(o.NetworkPolicies, o2.NetworkPolicies...)
+	o.CNPs = append(o.CNPs, o2.CNPs...)
+	o.CCNPs = append(o.CCNPs, o2.CCNPs...)
+	o.Notes = append(o.Notes, o2.Notes...)
+}
+
 // AddRaw decodes one JSON object (or a List) read from elsewhere, e.g. a cluster, with the
 // same strict rules as files.
 func (o *Objects) AddRaw(src Source, raw []byte) []error { return o.decodeObject(src, raw) }
