@@ -170,3 +170,97 @@ func contains(vals []string, v string) bool {
 	}
 	return false
 }
+
+// HeaderOp is what one headerMatches entry with a mismatch action did to a request that its
+// rule admitted, as Cilium's Envoy filter does it (cilium/proxy network_policy.cc,
+// HeaderMatch::allowed): the proxy applies ADD, DELETE and REPLACE to the forwarded request
+// and reports every op, LOG included, in the request's event.
+type HeaderOp struct {
+	Action MismatchAction // LOG, ADD, DELETE or REPLACE
+	Name   string
+	// Value is the value the rule expects: logged as missing (LOG), appended (ADD) or set
+	// (REPLACE). Empty for DELETE.
+	Value string
+	// Rejected is the value the request carried when it differed (all values joined with
+	// ","); empty when the header was missing.
+	Rejected string
+}
+
+func (o HeaderOp) String() string {
+	s := string(o.Action) + " " + o.Name
+	if o.Value != "" {
+		s += "=" + o.Value
+	}
+	if o.Rejected != "" {
+		s += " (was " + o.Rejected + ")"
+	}
+	return s
+}
+
+// HasHeaderActions reports whether some headerMatches entry of the rule has a mismatch
+// action (LOG, ADD, DELETE, REPLACE), i.e. whether admitting a request has side effects.
+func (r *HTTPRule) HasHeaderActions() bool {
+	for _, m := range r.HeaderMatches {
+		if m.Mismatch != MismatchFail && !m.FromSecret {
+			return true
+		}
+	}
+	return false
+}
+
+// ApplyHeaderActions carries out, in order and in place on h, the rule's headerMatches
+// entries that have a mismatch action, the way Cilium's Envoy filter does for every rule that
+// admitted the request, and returns what was done. A header matches when its values joined
+// with "," equal the expected value, or, when no value is expected, when it is present; a
+// matching header is left alone. On a mismatch LOG only reports; ADD appends the expected
+// value; DELETE removes the header when it is present with another value (nothing for a
+// presence check or a missing header); REPLACE sets the expected value. Entries whose value
+// comes from a secret are skipped: the value is not known here.
+func (r *HTTPRule) ApplyHeaderActions(h http.Header) []HeaderOp {
+	var ops []HeaderOp
+	for _, m := range r.HeaderMatches {
+		if m.Mismatch == MismatchFail || m.FromSecret {
+			continue
+		}
+		key := http.CanonicalHeaderKey(m.Name)
+		vals, present := h[key]
+		present = present && len(vals) > 0
+		got := strings.Join(vals, ",")
+		if m.Value == "" && present || m.Value != "" && present && got == m.Value {
+			continue
+		}
+		op := HeaderOp{Action: m.Mismatch, Name: m.Name, Value: m.Value}
+		if present {
+			op.Rejected = got
+		}
+		switch m.Mismatch {
+		case MismatchLog, MismatchAdd, MismatchReplace:
+		case MismatchDelete:
+			if m.Value == "" || !present {
+				continue
+			}
+			op.Value = ""
+		default:
+			continue // unknown action: validation rejects it, never act on it
+		}
+		ApplyHeaderOps(h, []HeaderOp{op})
+		ops = append(ops, op)
+	}
+	return ops
+}
+
+// ApplyHeaderOps replays ops on h: ADD appends the value, DELETE removes the header, REPLACE
+// sets the value; LOG changes nothing.
+func ApplyHeaderOps(h http.Header, ops []HeaderOp) {
+	for _, op := range ops {
+		key := http.CanonicalHeaderKey(op.Name)
+		switch op.Action {
+		case MismatchAdd:
+			h[key] = append(h[key], op.Value)
+		case MismatchDelete:
+			delete(h, key)
+		case MismatchReplace:
+			h[key] = []string{op.Value}
+		}
+	}
+}

@@ -2,6 +2,8 @@ package l7
 
 import (
 	"net/http"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -103,4 +105,65 @@ func FuzzHTTPRule(f *testing.F) {
 			t.Fatal("the empty rule must admit every request")
 		}
 	})
+}
+
+// TestApplyHeaderActions pins the mismatch actions as Cilium's Envoy filter carries them
+// out (cilium/proxy network_policy.cc, HeaderMatch::allowed).
+func TestApplyHeaderActions(t *testing.T) {
+	cases := []struct {
+		name  string
+		match HeaderMatch
+		hdr   []string // request headers, name/value pairs
+		want  http.Header
+		ops   []string
+	}{
+		{"matching value: nothing", HeaderMatch{Name: "X-A", Value: "v", Mismatch: MismatchReplace}, []string{"X-A", "v"}, http.Header{"X-A": {"v"}}, nil},
+		{"presence satisfied: nothing", HeaderMatch{Name: "X-A", Mismatch: MismatchAdd}, []string{"X-A", "any"}, http.Header{"X-A": {"any"}}, nil},
+		{"LOG reports only", HeaderMatch{Name: "X-A", Value: "v", Mismatch: MismatchLog}, []string{"X-A", "w"}, http.Header{"X-A": {"w"}}, []string{"LOG X-A=v (was w)"}},
+		{"LOG of a missing header", HeaderMatch{Name: "X-A", Value: "v", Mismatch: MismatchLog}, nil, http.Header{}, []string{"LOG X-A=v"}},
+		{"ADD appends", HeaderMatch{Name: "X-A", Value: "v", Mismatch: MismatchAdd}, []string{"X-A", "w"}, http.Header{"X-A": {"w", "v"}}, []string{"ADD X-A=v (was w)"}},
+		{"ADD to a missing header", HeaderMatch{Name: "x-a", Value: "v", Mismatch: MismatchAdd}, nil, http.Header{"X-A": {"v"}}, []string{"ADD x-a=v"}},
+		{"DELETE a wrong value", HeaderMatch{Name: "X-A", Value: "v", Mismatch: MismatchDelete}, []string{"X-A", "w", "X-A", "u"}, http.Header{}, []string{"DELETE X-A (was w,u)"}},
+		{"DELETE with the header missing: nothing", HeaderMatch{Name: "X-A", Value: "v", Mismatch: MismatchDelete}, nil, http.Header{}, nil},
+		{"DELETE of a failed presence check: nothing", HeaderMatch{Name: "X-A", Mismatch: MismatchDelete}, nil, http.Header{}, nil},
+		{"REPLACE sets one value", HeaderMatch{Name: "X-A", Value: "v", Mismatch: MismatchReplace}, []string{"X-A", "w", "X-A", "u"}, http.Header{"X-A": {"v"}}, []string{"REPLACE X-A=v (was w,u)"}},
+		{"values are joined with a comma", HeaderMatch{Name: "X-A", Value: "a,b", Mismatch: MismatchReplace}, []string{"X-A", "a", "X-A", "b"}, http.Header{"X-A": {"a", "b"}}, nil},
+		{"from a secret: skipped", HeaderMatch{Name: "X-A", FromSecret: true, Mismatch: MismatchReplace}, nil, http.Header{}, nil},
+		{"no action: not an op", HeaderMatch{Name: "X-A", Value: "v"}, nil, http.Header{}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := NewHTTPRule("", "", "", nil, []HeaderMatch{c.match})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := http.Header{}
+			for i := 0; i+1 < len(c.hdr); i += 2 {
+				h.Add(c.hdr[i], c.hdr[i+1])
+			}
+			ops := r.ApplyHeaderActions(h)
+			var got []string
+			for _, op := range ops {
+				got = append(got, op.String())
+			}
+			if strings.Join(got, "|") != strings.Join(c.ops, "|") {
+				t.Errorf("ops %q, want %q", got, c.ops)
+			}
+			if !reflect.DeepEqual(h, c.want) {
+				t.Errorf("headers %v, want %v", h, c.want)
+			}
+			// Replaying the ops on the original request gives the same headers.
+			h2 := http.Header{}
+			for i := 0; i+1 < len(c.hdr); i += 2 {
+				h2.Add(c.hdr[i], c.hdr[i+1])
+			}
+			ApplyHeaderOps(h2, ops)
+			if !reflect.DeepEqual(h2, c.want) {
+				t.Errorf("replayed %v, want %v", h2, c.want)
+			}
+			if r.HasHeaderActions() != (c.match.Mismatch != MismatchFail && !c.match.FromSecret) {
+				t.Errorf("HasHeaderActions %v", r.HasHeaderActions())
+			}
+		})
+	}
 }
