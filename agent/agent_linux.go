@@ -56,7 +56,9 @@ type Agent struct {
 	// ipcacheSynced: every entry of ipcache was written by this agent (until then the
 	// pinned map may lack some, e.g. after a reboot emptied bpffs).
 	ipcacheSynced bool
-	cur           *desired // the last computed desired state
+	cur           *desired      // the last computed desired state
+	kube          *kubeSource   // the Kubernetes source (nil: the policy directory)
+	firstGood     chan struct{} // closed when the first valid set is applied
 
 	view    atomic.Pointer[view]
 	metrics *metrics
@@ -197,6 +199,7 @@ func newAgent(cfg Config, dp Datapath, nn NodeNetwork, lock *os.File) (*Agent, e
 		eps:       map[string]*endpoint{},
 		ipcache:   map[netip.Prefix]identity.ID{},
 		events:    newEventHub(4096),
+		firstGood: make(chan struct{}),
 	}
 	a.metrics = newMetrics(a)
 	a.view.Store(&view{node: cfg.Node, eps: map[uint32]*epView{}, peers: map[netip.Addr]Peer{}})
@@ -398,17 +401,25 @@ func (a *Agent) start(parent context.Context) error {
 			a.log.Info("serving metrics", "addr", mln.Addr().String())
 		}
 	}
-	w := &watcher{dir: a.cfg.PoliciesDir, poll: a.cfg.PollInterval, debounce: a.cfg.Debounce, log: a.log}
-	a.wg.Add(3)
-	go func() {
-		defer a.wg.Done()
-		w.run(ctx, func(detected time.Time) {
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			a.reloadLocked(detected, false)
-			a.publishViewLocked()
-		})
-	}()
+	if a.cfg.Kubernetes != nil {
+		if err := a.startKubernetes(ctx); err != nil {
+			cancel()
+			return err
+		}
+	} else {
+		w := &watcher{dir: a.cfg.PoliciesDir, poll: a.cfg.PollInterval, debounce: a.cfg.Debounce, log: a.log}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			w.run(ctx, func(detected time.Time) {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				a.reloadLocked(detected, false)
+				a.publishViewLocked()
+			})
+		}()
+	}
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		a.readEvents(ctx)
@@ -434,7 +445,7 @@ func (a *Agent) start(parent context.Context) error {
 			}
 		}
 	}()
-	a.log.Info("agent started", "socket", a.cfg.APISocket, "policies", a.cfg.PoliciesDir,
+	a.log.Info("agent started", "socket", a.cfg.APISocket, "policies", a.sourceName(),
 		"nodeNetns", a.netnsPath, "audit", a.cfg.Audit, "endpoints", len(a.eps))
 	return nil
 }

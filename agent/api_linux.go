@@ -201,6 +201,14 @@ func (a *Agent) Register(req EndpointRequest) (EndpointResponse, error) {
 		return EndpointResponse{}, &httpError{code, fmt.Errorf("host interface %s in the node netns: %w", req.HostIfName, err)}
 	}
 
+	if a.cfg.Kubernetes != nil {
+		// The informers take a moment to sync after a start: the pod waits for them (the
+		// plugin's call allows minutes), rather than failing its sandbox.
+		select {
+		case <-a.firstGood:
+		case <-time.After(firstSyncWait):
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.publishViewLocked()
@@ -419,6 +427,15 @@ func (a *Agent) Status() Status {
 		Warnings:       a.warnings,
 		Identities:     len(a.alloc.byKey),
 		IPCacheEntries: len(a.ipcache),
+	}
+	if a.cfg.Kubernetes != nil {
+		st.Kubernetes = a.cfg.KubernetesName
+	}
+	if a.kube != nil {
+		for _, oe := range a.kube.invalid {
+			st.InvalidPolicies = append(st.InvalidPolicies, issuesOf(oe)...)
+		}
+		st.StatusPending = a.kube.reporter.pending()
 	}
 	if !a.lastLoad.IsZero() {
 		t := a.lastLoad

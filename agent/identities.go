@@ -10,9 +10,10 @@ import (
 // Identity numbers key the BPF maps (the ipcache values, the policy map keys), so they must
 // not change while the programmed state uses them: cluster.Build numbers identities afresh on
 // every build, in an order that shifts when pods come and go. The allocator gives each label
-// set the number it had before, and a new label set a number from a hash of its labels
-// (linear probing on a collision), so that numbers are also the same after a restart
-// without the state file in all but collision cases. Numbers are released only after an
+// set the number it had before, and a new pod label set the number identity.Allocate gives
+// it (deterministic from the labels and the pods' creation times, so every node of a cluster
+// agrees, docs/kubernetes.md "Identities"), or when that number is still held by a label
+// set that is gone, a number from a hash of its labels (linear probing on a collision). Numbers are released only after an
 // apply succeeded completely (then nothing programmed refers to them), so a number never
 // means two label sets while a map could hold it.
 
@@ -54,10 +55,17 @@ func newAllocator(saved map[string]identity.ID) *allocator {
 	return a
 }
 
-// get returns the number of key, allocating one in scope if needed.
-func (a *allocator) get(key string, s idScope) identity.ID {
+// get returns the number of key, allocating one in scope if needed: preferred when it is
+// in scope and free (the deterministic number every node computes for the same labels),
+// else the first free one from a hash of key.
+func (a *allocator) get(key string, s idScope, preferred identity.ID) identity.ID {
 	if id, ok := a.byKey[key]; ok {
 		return id
+	}
+	if _, used := a.byID[preferred]; !used && preferred >= s.base && uint64(preferred) < uint64(s.base)+uint64(s.size) {
+		a.byKey[key] = preferred
+		a.byID[preferred] = key
+		return preferred
 	}
 	h := fnv.New64a()
 	h.Write([]byte(key))

@@ -127,32 +127,47 @@ func TestIntersectIdentical(t *testing.T) {
 
 func TestAllocatorStable(t *testing.T) {
 	a := newAllocator(nil)
-	x := a.get("pod:k8s:app=x", scopePod)
-	y := a.get("pod:k8s:app=y", scopePod)
+	x := a.get("pod:k8s:app=x", scopePod, 0)
+	y := a.get("pod:k8s:app=y", scopePod, 0)
 	if x == y || x < identity.MinCluster || x > 65535 {
 		t.Fatalf("ids %d %d", x, y)
 	}
-	if a.get("pod:k8s:app=x", scopePod) != x {
+	if a.get("pod:k8s:app=x", scopePod, 0) != x {
 		t.Fatal("not stable")
 	}
 	// Without saved state, the same keys get the same numbers (hash), whatever the order.
 	b := newAllocator(nil)
-	if b.get("pod:k8s:app=y", scopePod) != y || b.get("pod:k8s:app=x", scopePod) != x {
+	if b.get("pod:k8s:app=y", scopePod, 0) != y || b.get("pod:k8s:app=x", scopePod, 0) != x {
 		t.Fatal("not deterministic")
 	}
 	// Saved numbers win over the hash.
 	c := newAllocator(map[string]identity.ID{"pod:k8s:app=x": 4242})
-	if c.get("pod:k8s:app=x", scopePod) != 4242 {
+	if c.get("pod:k8s:app=x", scopePod, 0) != 4242 {
 		t.Fatal("saved number not kept")
 	}
 	// A collision probes.
 	d := newAllocator(map[string]identity.ID{"pod:other": x})
-	if got := d.get("pod:k8s:app=x", scopePod); got == x || got == 0 {
+	if got := d.get("pod:k8s:app=x", scopePod, 0); got == x || got == 0 {
 		t.Fatalf("collision not resolved: %d", got)
 	}
-	cidr := a.get("cidr:10.0.0.0/8", scopeCIDR)
+	cidr := a.get("cidr:10.0.0.0/8", scopeCIDR, 0)
 	if cidr&identity.LocalScope == 0 {
 		t.Fatalf("cidr identity %d outside the local scope", cidr)
+	}
+	// The preferred (deterministic) number wins over the hash when free, not over a saved
+	// number, and a taken one falls back to the hash.
+	e := newAllocator(map[string]identity.ID{"pod:k8s:app=x": 4242})
+	if got := e.get("pod:k8s:app=z", scopePod, 5000); got != 5000 {
+		t.Fatalf("preferred number not taken: %d", got)
+	}
+	if got := e.get("pod:k8s:app=x", scopePod, 5001); got != 4242 {
+		t.Fatalf("saved number replaced by the preferred one: %d", got)
+	}
+	if got := e.get("pod:k8s:app=w", scopePod, 4242); got == 4242 || got == 0 {
+		t.Fatalf("preferred number held by another key was given out again: %d", got)
+	}
+	if got := e.get("cidr:10.0.0.0/8", scopeCIDR, 5002); got == 5002 {
+		t.Fatal("a preferred number outside the scope was taken")
 	}
 	a.retain(map[string]bool{"pod:k8s:app=x": true})
 	if _, ok := a.key(y); ok {

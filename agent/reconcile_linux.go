@@ -73,6 +73,9 @@ func relevantFile(name string) bool {
 // (any decoding, validation or translation error) is rejected as a whole, every problem is
 // logged and reported, and the last valid set keeps enforcing.
 func (a *Agent) reloadLocked(detected time.Time, initial bool) {
+	if a.cfg.Kubernetes != nil {
+		return // the informers deliver the objects (applySnapshotLocked)
+	}
 	dir := a.cfg.PoliciesDir
 	objs, errs, digest, derr := a.loadDir(dir)
 	if derr == nil && !initial && digest == a.tried {
@@ -93,15 +96,26 @@ func (a *Agent) reloadLocked(detected time.Time, initial bool) {
 	for _, n := range objs.Notes {
 		a.log.Debug("policy directory", "note", n)
 	}
+	if berr, _ := a.acceptLocked(objs, digest, warnings, detected, start, initial, "policy change"); berr != nil {
+		a.rejectLocked([]error{berr})
+	}
+}
+
+// acceptLocked applies a valid set and makes it the last good one. buildErr: the objects
+// do not resolve (nothing was applied); applyErr: the datapath failed part of the apply
+// (the set is current; the next change or resync retries).
+func (a *Agent) acceptLocked(objs *api.Objects, digest [32]byte, warnings []string, detected, start time.Time, initial bool, reason string) (buildErr, applyErr error) {
 	rev := a.revision + 1
 	if digest == a.savedDigest {
 		rev = a.revision // the set already applied (before an invalid edit, or a restart)
 	}
-	stats, err := a.applyLocked(objs, rev, "policy change")
+	stats, err := a.applyLocked(objs, rev, reason)
 	var be *buildError
 	if errors.As(err, &be) {
-		a.rejectLocked([]error{be.err})
-		return
+		return be.err, nil
+	}
+	if a.good == nil {
+		close(a.firstGood)
 	}
 	a.good = &loaded{objs: objs, digest: digest, at: start}
 	if rev != a.revision || digest != a.savedDigest {
@@ -111,7 +125,7 @@ func (a *Agent) reloadLocked(detected time.Time, initial bool) {
 	a.lastErr = nil
 	a.warnings = warnings
 	for _, w := range warnings {
-		a.log.Warn("policy directory", "warning", w)
+		a.log.Warn("policy input", "warning", w)
 	}
 	elapsed := time.Since(detected)
 	if initial {
@@ -125,11 +139,12 @@ func (a *Agent) reloadLocked(detected time.Time, initial bool) {
 	if err != nil {
 		a.log.Error("applying the policy set to the datapath failed; retrying at the next change or resync", "error", err)
 	}
+	return nil, err
 }
 
 // rejectLocked records an invalid policy set.
 func (a *Agent) rejectLocked(errs []error) {
-	pe := &PolicyError{Time: time.Now(), Message: fmt.Sprintf("%d problem(s) in %s; nothing of it was applied", len(errs), a.cfg.PoliciesDir)}
+	pe := &PolicyError{Time: time.Now(), Message: fmt.Sprintf("%d problem(s) in %s; nothing of it was applied", len(errs), a.sourceName())}
 	for _, err := range errs {
 		pe.Errors = append(pe.Errors, issuesOf(err)...)
 	}
@@ -185,7 +200,12 @@ func (a *Agent) applyLocked(objs *api.Objects, rev uint64, reason string) (apply
 
 // reconcileLocked re-applies the current valid set (after an endpoint change or a resync).
 func (a *Agent) reconcileLocked(objs *api.Objects, reason string) (applyStats, error) {
-	return a.applyLocked(objs, a.revision, reason)
+	stats, err := a.applyLocked(objs, a.revision, reason)
+	var be *buildError
+	if !errors.As(err, &be) {
+		a.reportStatusLocked(err) // endpoints come and go: whether they enforce may change
+	}
+	return stats, err
 }
 
 // mergeEndpoints returns objs with the registered endpoints merged in: each endpoint's Pod
@@ -320,11 +340,19 @@ func (a *Agent) desiredLocked(objs *api.Objects) (*desired, error) {
 	}
 	remap := map[identity.ID]identity.ID{}
 	cidrID := map[netip.Prefix]identity.ID{}
+	preferred, err := deterministicNumbers(merged, c)
+	if err != nil {
+		return nil, err
+	}
 	for _, id := range c.Engine.SelectorCache().Universe() {
 		st := id.ID
 		if id.ID >= identity.MinCluster {
 			key, scope := identityKey(id)
-			if st = a.alloc.get(key, scope); st == 0 {
+			var pref identity.ID
+			if scope == scopePod {
+				pref = preferred[id.Labels.String()]
+			}
+			if st = a.alloc.get(key, scope, pref); st == 0 {
 				return nil, fmt.Errorf("no identity number left for %s", key)
 			}
 			d.keys[key] = true
@@ -396,6 +424,27 @@ func (a *Agent) desiredLocked(objs *api.Objects) (*desired, error) {
 		d.eps[r.ContainerID] = a.desiredEndpoint(c, cep, remap, known[r.pod()])
 	}
 	return d, nil
+}
+
+// deterministicNumbers numbers the pods' label sets with identity.Allocate: a claim per pod,
+// dated by its creationTimestamp, so that every agent reading the same cluster computes
+// the same numbers.
+func deterministicNumbers(objs *api.Objects, c *cluster.Cluster) (map[string]identity.ID, error) {
+	created := make(map[string]time.Time, len(objs.Pods))
+	for _, o := range objs.Pods {
+		ns := o.Obj.Namespace
+		if ns == "" {
+			ns = "default"
+		}
+		created[ns+"/"+o.Obj.Name] = o.Obj.CreationTimestamp.Time
+	}
+	claims := make([]identity.Claim, 0, len(c.Endpoints))
+	for _, ep := range c.Endpoints {
+		if ep.Identity.Kind == identity.KindPod {
+			claims = append(claims, identity.Claim{Labels: ep.Identity.Labels, Since: created[ep.Key()]})
+		}
+	}
+	return identity.Allocate(claims)
 }
 
 func (a *Agent) desiredEndpoint(c *cluster.Cluster, cep *cluster.Endpoint, remap map[identity.ID]identity.ID, known bool) *desiredEP {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/netward/netward/policy"
 )
 
@@ -20,6 +22,12 @@ type Config struct {
 	// CiliumNetworkPolicies, CiliumClusterwideNetworkPolicies), read recursively and re-read
 	// on change.
 	PoliciesDir string
+	// Kubernetes, when set, replaces PoliciesDir: the agent watches the cluster's objects
+	// with client-go informers and writes how it enforces each CiliumNetworkPolicy and
+	// CiliumClusterwideNetworkPolicy into the policy's status.nodes.<Node>.
+	Kubernetes *rest.Config
+	// KubernetesName names the cluster in logs and object sources (default: its host).
+	KubernetesName string
 	// NodeNetns is the network namespace of the node, where the host-side veths live: a name
 	// under /var/run/netns or a path. "" is the agent's own.
 	NodeNetns string
@@ -69,8 +77,14 @@ func (c *Config) setDefaults() error {
 	if strings.ContainsAny(c.Node, "/\x00") || c.Node == "." || c.Node == ".." {
 		return fmt.Errorf("agent: invalid node name %q", c.Node)
 	}
-	if c.PoliciesDir == "" {
-		return fmt.Errorf("agent: the policy directory is required (--policies)")
+	if c.PoliciesDir == "" && c.Kubernetes == nil {
+		return fmt.Errorf("agent: a policy directory (--policies) or a cluster (--kubeconfig) is required")
+	}
+	if c.PoliciesDir != "" && c.Kubernetes != nil {
+		return fmt.Errorf("agent: give a policy directory (--policies) or a cluster (--kubeconfig), not both")
+	}
+	if c.Kubernetes != nil && c.KubernetesName == "" {
+		c.KubernetesName = c.Kubernetes.Host
 	}
 	if c.APISocket == "" {
 		c.APISocket = DefaultSocket(c.Node)
@@ -165,8 +179,16 @@ type MapEntry struct {
 
 // Status is GET /v1/status.
 type Status struct {
-	Node           string `json:"node"`
-	PoliciesDir    string `json:"policiesDir"`
+	Node        string `json:"node"`
+	PoliciesDir string `json:"policiesDir,omitempty"`
+	// Kubernetes names the cluster the objects come from (instead of PoliciesDir).
+	Kubernetes string `json:"kubernetes,omitempty"`
+	// InvalidPolicies (Kubernetes source) are the policies left out because they do not
+	// validate; every other policy enforces. Their status says the same.
+	InvalidPolicies []ObjectIssue `json:"invalidPolicies,omitempty"`
+	// StatusPending (Kubernetes source) counts the policies whose status.nodes entry for
+	// this node is not written yet (being written, or retried after an error).
+	StatusPending  int    `json:"statusPending,omitempty"`
 	PolicyRevision uint64 `json:"policyRevision"`
 	// Enforcing says what the datapath enforces: "current" (the directory as it is),
 	// "last-good" (the directory is invalid; the last valid set stays), "restored" (no valid

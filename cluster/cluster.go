@@ -268,9 +268,18 @@ func (c *Cluster) addPod(o api.Object[corev1.Pod]) error {
 			ep.IPs = append(ep.IPs, ip)
 		}
 	}
-	addIP(p.Status.PodIP)
-	for _, pip := range p.Status.PodIPs {
-		addIP(pip.IP)
+	switch {
+	case p.Spec.HostNetwork:
+		// Its addresses are the node's: traffic from them is the host's (Cilium manages no
+		// endpoint for it), so they must not become this pod's identity.
+		c.Notes = append(c.Notes, fmt.Sprintf("%s: Pod %s uses the host network: its traffic is the node's (host identity), not the pod's", o.Source, ep.Key()))
+	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
+		// A finished pod's address may already be another pod's.
+	default:
+		addIP(p.Status.PodIP)
+		for _, pip := range p.Status.PodIPs {
+			addIP(pip.IP)
+		}
 	}
 	if _, dup := c.byName[ep.Key()]; dup {
 		return fmt.Errorf("%s: Pod %s is defined twice", o.Source, ep.Key())

@@ -15,17 +15,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/netward/netward/api"
 	"github.com/netward/netward/k8s/kubetest"
@@ -34,41 +30,8 @@ import (
 // installCRDs creates the generated CRDs and waits until they are served.
 func installCRDs(t *testing.T, cfg *rest.Config) {
 	t.Helper()
-	ext, err := apiextclient.NewForConfig(cfg)
-	if err != nil {
+	if err := InstallCRDs(context.Background(), cfg); err != nil {
 		t.Fatal(err)
-	}
-	crds, err := EmbeddedCRDs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for _, f := range CRDFiles {
-		var crd apiextv1.CustomResourceDefinition
-		if err := yaml.UnmarshalStrict(crds[f], &crd); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, &crd, metav1.CreateOptions{FieldValidation: "Strict"}); err != nil {
-			t.Fatalf("creating %s: %v", crd.Name, err)
-		}
-		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			got, err := ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
-			if err != nil {
-				return false, err
-			}
-			for _, c := range got.Status.Conditions {
-				if c.Type == apiextv1.NamesAccepted && c.Status == apiextv1.ConditionFalse {
-					return false, fmt.Errorf("%s: names not accepted: %s", crd.Name, c.Message)
-				}
-				if c.Type == apiextv1.Established && c.Status == apiextv1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			t.Fatalf("CRD %s not established: %v", crd.Name, err)
-		}
 	}
 }
 

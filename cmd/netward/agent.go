@@ -12,15 +12,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/netward/netward/agent"
+	"github.com/netward/netward/k8s"
 	"github.com/netward/netward/policy"
 )
 
 func newAgentCommand() *cobra.Command {
 	var cfg agent.Config
-	var logFormat, logLevel, cidrMatchMode string
+	var logFormat, logLevel, cidrMatchMode, kubeconfig, kubeContext string
 	cmd := &cobra.Command{
-		Use:   "agent --policies DIR --node NAME",
-		Short: "Run the node agent: enforce the policies in DIR with the eBPF datapath",
+		Use:   "agent (--policies DIR | --kubeconfig PATH) --node NAME",
+		Short: "Run the node agent: enforce the policies of DIR or of a cluster with the eBPF datapath",
 		Long: `Run the node agent of one node. It reads Namespaces, Pods, Nodes, NetworkPolicies,
 CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies from DIR (re-read on change; an
 invalid set is rejected as a whole and the last valid one keeps enforcing), keeps the
@@ -28,12 +29,22 @@ endpoints the CNI plugin registers on its API socket, and programs the eBPF data
 their host veths. Maps and programs are pinned: when the agent stops, enforcement keeps the
 last state, and a new agent adopts it.
 
+With --kubeconfig (set, even to "", which inside a pod means the service account) the
+objects come from the cluster through client-go informers instead: every pod and node of
+the cluster fills the ipcache, an invalid policy is left out while the others enforce, and
+the agent writes status.nodes.<NAME> (ok, error, enforcing, localPolicyRevision) into each
+CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy.
+
 --node-netns NS serves a node whose network is the named network namespace (or a path), so
 several nodes and their pods can live on one machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.PoliciesDir == "" {
-				return &exitError{2, fmt.Errorf("--policies DIR is required")}
+			fromCluster := cmd.Flags().Changed("kubeconfig") || kubeContext != ""
+			switch {
+			case fromCluster && cfg.PoliciesDir != "":
+				return &exitError{2, fmt.Errorf("give --policies DIR or --kubeconfig, not both")}
+			case !fromCluster && cfg.PoliciesDir == "":
+				return &exitError{2, fmt.Errorf("--policies DIR or --kubeconfig PATH is required")}
 			}
 			if cfg.Node == "" {
 				return &exitError{2, fmt.Errorf("--node NAME is required")}
@@ -48,13 +59,21 @@ several nodes and their pods can live on one machine.`,
 				return &exitError{2, err}
 			}
 			cfg.Logger = logger
-			abs, err := filepath.Abs(cfg.PoliciesDir)
-			if err != nil {
-				return &exitError{2, err}
-			}
-			cfg.PoliciesDir = abs
-			if st, err := os.Stat(abs); err != nil || !st.IsDir() {
-				return &exitError{2, fmt.Errorf("--policies %s: not a directory", abs)}
+			if fromCluster {
+				rc, name, err := k8s.RESTConfig(kubeconfig, kubeContext)
+				if err != nil {
+					return &exitError{2, err}
+				}
+				cfg.Kubernetes, cfg.KubernetesName = rc, name
+			} else {
+				abs, err := filepath.Abs(cfg.PoliciesDir)
+				if err != nil {
+					return &exitError{2, err}
+				}
+				cfg.PoliciesDir = abs
+				if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+					return &exitError{2, fmt.Errorf("--policies %s: not a directory", abs)}
+				}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -70,6 +89,8 @@ several nodes and their pods can live on one machine.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.PoliciesDir, "policies", "", "directory of manifests (Namespaces, Pods, Nodes and policies), re-read on change")
+	f.StringVar(&kubeconfig, "kubeconfig", "", `watch this cluster instead of a directory; set it, even to "", to select the cluster (empty: $KUBECONFIG, ~/.kube/config, else the in-cluster service account)`)
+	f.StringVar(&kubeContext, "context", "", "kubeconfig context of the cluster to watch (implies --kubeconfig)")
 	f.StringVar(&cfg.Node, "node", "", "name of the node this agent serves (its Node object gives the host addresses)")
 	f.StringVar(&cfg.NodeNetns, "node-netns", "", "network namespace of the node (name under /var/run/netns, or a path); default: the agent's own")
 	f.StringVar(&cfg.APISocket, "api-socket", "", "unix socket of the API (default /run/netward/<node>.sock)")

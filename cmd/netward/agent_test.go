@@ -10,7 +10,9 @@ func TestAgentCommandFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"agent", "--node", "n1"}, "--policies DIR is required"},
+		{[]string{"agent", "--node", "n1"}, "--policies DIR or --kubeconfig PATH is required"},
+		{[]string{"agent", "--node", "n1", "--policies", t.TempDir(), "--kubeconfig", ""}, "not both"},
+		{[]string{"agent", "--node", "n1", "--kubeconfig", "/nonexistent/kubeconfig"}, "/nonexistent/kubeconfig"},
 		{[]string{"agent", "--policies", t.TempDir()}, "--node NAME is required"},
 		{[]string{"agent", "--policies", "/nonexistent/dir", "--node", "n1"}, "not a directory"},
 		{[]string{"agent", "--policies", t.TempDir(), "--node", "n1", "--log-format", "xml"}, "--log-format"},

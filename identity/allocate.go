@@ -1,4 +1,4 @@
-package k8s
+package identity
 
 import (
 	"cmp"
@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/netward/netward/identity"
 	"github.com/netward/netward/labels"
 )
 
@@ -25,17 +24,17 @@ import (
 // when a set that collided with it goes away, or when its own oldest pod goes away and it
 // falls behind a younger set of its probe run.
 
-// Bounds of the identities AllocateIdentities gives out (Cilium's cluster-local identity
+// Bounds of the identities Allocate gives out (Cilium's cluster-local identity
 // range without ClusterMesh: 16 bits, the first 256 reserved).
 const (
-	IdentityFirst identity.ID = identity.MinCluster
-	IdentityLast  identity.ID = 65535
+	AllocFirst ID = MinCluster
+	AllocLast  ID = 65535
 )
 
-const identitySlots = uint64(IdentityLast-IdentityFirst) + 1
+const allocSlots = uint64(AllocLast-AllocFirst) + 1
 
-// IdentityHome is the number a label set gets unless another set took it first.
-func IdentityHome(set labels.Set) identity.ID {
+// Home is the number a label set gets unless another set took it first.
+func Home(set labels.Set) ID {
 	h := sha256.New()
 	for _, l := range set.Sorted() {
 		h.Write([]byte(l.Source))
@@ -46,23 +45,23 @@ func IdentityHome(set labels.Set) identity.ID {
 		h.Write([]byte{0})
 	}
 	sum := h.Sum(nil)
-	return IdentityFirst + identity.ID(binary.BigEndian.Uint64(sum[:8])%identitySlots)
+	return AllocFirst + ID(binary.BigEndian.Uint64(sum[:8])%allocSlots)
 }
 
-// IdentityClaim is a label set and since when it exists: the oldest creationTimestamp of
+// Claim is a label set and since when it exists: the oldest creationTimestamp of
 // the pods that carry it (zero: unknown, which sorts first).
-type IdentityClaim struct {
+type Claim struct {
 	Labels labels.Set
 	Since  time.Time
 }
 
-// AllocateIdentities numbers every distinct label set (keyed by Set.String()). The result
+// Allocate numbers every distinct label set (keyed by Set.String()). The result
 // depends only on the claims, not on their order; a label set claimed several times counts
 // with its oldest claim.
-func AllocateIdentities(claims []IdentityClaim) (map[string]identity.ID, error) {
+func Allocate(claims []Claim) (map[string]ID, error) {
 	type entry struct {
 		key   string
-		home  identity.ID
+		home  ID
 		since time.Time
 	}
 	byKey := map[string]*entry{}
@@ -75,24 +74,24 @@ func AllocateIdentities(claims []IdentityClaim) (map[string]identity.ID, error) 
 			}
 			continue
 		}
-		e := &entry{key: k, home: IdentityHome(c.Labels), since: c.Since}
+		e := &entry{key: k, home: Home(c.Labels), since: c.Since}
 		byKey[k] = e
 		all = append(all, e)
 	}
-	if uint64(len(all)) > identitySlots {
-		return nil, fmt.Errorf("%d distinct identity label sets do not fit in the %d identities of %d..%d", len(all), identitySlots, IdentityFirst, IdentityLast)
+	if uint64(len(all)) > allocSlots {
+		return nil, fmt.Errorf("%d distinct identity label sets do not fit in the %d identities of %d..%d", len(all), allocSlots, AllocFirst, AllocLast)
 	}
 	slices.SortFunc(all, func(a, b *entry) int {
 		return cmp.Or(a.since.Compare(b.since), cmp.Compare(a.key, b.key))
 	})
-	used := make(map[identity.ID]bool, len(all))
-	out := make(map[string]identity.ID, len(all))
+	used := make(map[ID]bool, len(all))
+	out := make(map[string]ID, len(all))
 	for _, e := range all {
 		id := e.home
 		for used[id] {
 			id++
-			if id > IdentityLast {
-				id = IdentityFirst
+			if id > AllocLast {
+				id = AllocFirst
 			}
 		}
 		used[id] = true
