@@ -32,6 +32,11 @@ const (
 )
 
 // Agent is the client of the node agent's endpoint API on its unix socket.
+//
+// It is deliberately not agent.Client: importing package agent would link the eBPF
+// loader, client-go and the policy engine into a binary the runtime executes for every pod
+// sandbox. The wire types are duplicated instead, and TestRegisterAgainstAgent (package
+// agent... see cni/deploy_test.go) keeps them in step with the agent.s.
 type Agent struct {
 	Socket string
 	client *http.Client
