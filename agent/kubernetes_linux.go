@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -213,7 +215,7 @@ func (a *Agent) reportStatusLocked(applyErr error) {
 			k8s.NodeStatus{Invalid: true, Error: k8s.StatusMessage(oe)}
 	}
 	if a.good == nil || a.cur == nil {
-		ks.reporter.set(want)
+		ks.reporter.set(want, nil)
 		return
 	}
 	// The local endpoints that do not enforce their policy, by identity labels.
@@ -234,7 +236,7 @@ func (a *Agent) reportStatusLocked(applyErr error) {
 		}
 		fails = append(fails, failing{de.cep.Identity.Labels, ep.rec.pod(), why})
 	}
-	slices.SortFunc(fails, func(x, y failing) int { return cmpString(x.pod, y.pod) })
+	slices.SortFunc(fails, func(x, y failing) int { return cmp.Compare(x.pod, y.pod) })
 	seen := map[string]bool{}
 	objs := a.good.objs
 	for _, set := range []struct {
@@ -244,10 +246,7 @@ func (a *Agent) reportStatusLocked(applyErr error) {
 		for _, o := range set.list {
 			ns := ""
 			if set.kind == api.KindCNP {
-				ns = o.Obj.Namespace
-				if ns == "" {
-					ns = "default"
-				}
+				ns = cmp.Or(o.Obj.Namespace, "default")
 			}
 			ver := string(o.Obj.UID) + "/" + strconv.FormatInt(o.Obj.Generation, 10)
 			seen[ver] = true
@@ -275,17 +274,49 @@ func (a *Agent) reportStatusLocked(applyErr error) {
 		}
 	}
 	maps.DeleteFunc(ks.firstRev, func(ver string, _ uint64) bool { return !seen[ver] })
-	ks.reporter.set(want)
+	ks.reporter.set(want, a.departedLocked(objs))
 }
 
-func cmpString(x, y string) int {
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
+// departedLocked lists the status entries of nodes that are no longer in the cluster. One
+// agent cleans them up, the one of the first node by name, so that the agents do not all
+// patch the same objects.
+func (a *Agent) departedLocked(objs *api.Objects) map[goneEntry]bool {
+	nodes := map[string]bool{}
+	first := ""
+	for _, n := range objs.Nodes {
+		nodes[n.Obj.Name] = true
+		if first == "" || n.Obj.Name < first {
+			first = n.Obj.Name
+		}
 	}
-	return 0
+	if first != a.cfg.Node {
+		return nil
+	}
+	gone := map[goneEntry]bool{}
+	for _, set := range []struct {
+		kind string
+		list []api.Object[api.CiliumNetworkPolicy]
+	}{{api.KindCNP, objs.CNPs}, {api.KindCCNP, objs.CCNPs}} {
+		for _, o := range set.list {
+			if o.Obj.Status == nil {
+				continue
+			}
+			var st k8s.PolicyStatus
+			if err := json.Unmarshal(*o.Obj.Status, &st); err != nil {
+				continue // not ours to judge: the writer reports unreadable status
+			}
+			ref := k8s.PolicyRef{Kind: set.kind, Name: o.Obj.Name}
+			if set.kind == api.KindCNP {
+				ref.Namespace = cmp.Or(o.Obj.Namespace, "default")
+			}
+			for node := range st.Nodes {
+				if !nodes[node] {
+					gone[goneEntry{ref, node}] = true
+				}
+			}
+		}
+	}
+	return gone
 }
 
 // statusReporter writes this node's status entries, each when it changes, in the
@@ -301,6 +332,15 @@ type statusReporter struct {
 	want    map[k8s.PolicyRef]k8s.NodeStatus
 	written map[k8s.PolicyRef]k8s.NodeStatus
 	failed  map[k8s.PolicyRef]string // last error, logged once per distinct error
+	// gone are entries of nodes that left the cluster, to delete; removed the ones deleted
+	// (the snapshot may still show them until the policy changes again).
+	gone, removed map[goneEntry]bool
+}
+
+// goneEntry is a departed node's entry in a policy's status.
+type goneEntry struct {
+	ref  k8s.PolicyRef
+	node string
 }
 
 // statusWriters bounds the concurrent status writes of one agent.
@@ -309,13 +349,20 @@ const statusWriters = 8
 func newStatusReporter(w *k8s.StatusWriter, node string, log *slog.Logger) *statusReporter {
 	return &statusReporter{w: w, node: node, log: log, kick: make(chan struct{}, 1),
 		want: map[k8s.PolicyRef]k8s.NodeStatus{}, written: map[k8s.PolicyRef]k8s.NodeStatus{},
-		failed: map[k8s.PolicyRef]string{}}
+		failed: map[k8s.PolicyRef]string{}, gone: map[goneEntry]bool{}, removed: map[goneEntry]bool{}}
 }
 
-// set replaces what should be written.
-func (r *statusReporter) set(want map[k8s.PolicyRef]k8s.NodeStatus) {
+// set replaces what should be written, and what should be removed.
+func (r *statusReporter) set(want map[k8s.PolicyRef]k8s.NodeStatus, gone map[goneEntry]bool) {
 	r.mu.Lock()
 	r.want = want
+	maps.DeleteFunc(r.removed, func(g goneEntry, _ bool) bool { return !gone[g] })
+	r.gone = map[goneEntry]bool{}
+	for g := range gone {
+		if !r.removed[g] {
+			r.gone[g] = true
+		}
+	}
 	r.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:
@@ -382,15 +429,34 @@ func (r *statusReporter) flush(ctx context.Context) bool {
 	// a new object whose status must be written again.
 	maps.DeleteFunc(r.written, func(ref k8s.PolicyRef, _ k8s.NodeStatus) bool { _, ok := r.want[ref]; return !ok })
 	maps.DeleteFunc(r.failed, func(ref k8s.PolicyRef, _ string) bool { _, ok := r.want[ref]; return !ok })
-	r.mu.Unlock()
-	if len(jobs) == 0 {
-		return true
+	var removals []goneEntry
+	for g := range r.gone {
+		removals = append(removals, g)
 	}
-	slices.SortFunc(jobs, func(x, y job) int { return cmpString(x.ref.String(), y.ref.String()) })
+	r.mu.Unlock()
+	ok := true
+	for _, g := range removals {
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := r.w.RemoveNode(wctx, g.ref, g.node)
+		cancel()
+		r.mu.Lock()
+		if err != nil {
+			r.log.Warn("removing a departed node's policy status failed; retrying", "policy", g.ref.String(), "departedNode", g.node, "error", err)
+			ok = false
+		} else {
+			r.log.Info("removed a departed node's policy status", "policy", g.ref.String(), "departedNode", g.node)
+			delete(r.gone, g)
+			r.removed[g] = true
+		}
+		r.mu.Unlock()
+	}
+	if len(jobs) == 0 {
+		return ok
+	}
+	slices.SortFunc(jobs, func(x, y job) int { return cmp.Compare(x.ref.String(), y.ref.String()) })
 	var (
 		wg   sync.WaitGroup
 		next = make(chan job)
-		ok   = true
 		okMu sync.Mutex
 	)
 	for range min(statusWriters, len(jobs)) {

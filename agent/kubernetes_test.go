@@ -320,6 +320,22 @@ func TestKubernetesSource(t *testing.T) {
 	revs = converged("set 5 (after an API server restart)", revs, set(5, ""))
 	checkStatus("set 5", []string{"a-in"}, revs)
 	sameIdentities("set 5")
+
+	// 6. node-2 leaves the cluster: node-1 (the first node by name) removes its entries.
+	a2.Close()
+	if err := ap.dyn.Resource(kindResources["Node"]).Delete(ctx, "node-2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() string {
+		st, err := ap.policyStatus(k8s.CNPResource, "shop", "a-in")
+		if err != nil {
+			return err.Error()
+		}
+		if _, ok := st.Nodes["node-2"]; ok || !st.Nodes["node-1"].Enforcing {
+			return fmt.Sprintf("after node-2 left: status.nodes %+v", st.Nodes)
+		}
+		return ""
+	})
 	if t.Failed() {
 		for _, a := range []*Agent{a1, a2} {
 			b, _ := os.ReadFile(filepath.Join(a.cfg.StateDir, stateFileName))
