@@ -21,7 +21,7 @@ does: the same identities, the same allow/deny/L7 merge rules, the same policy-m
 	root.SetErr(stderr)
 	root.AddCommand(newValidateCommand(), newTraceCommand(), newCheckCommand(), newMapCommand(), newAuditCommand(), newMatrixCommand())
 	root.AddCommand(newDiffCommand())
-	root.AddCommand(newAgentCommand(), newEndpointCommand(), newObserveCommand())
+	root.AddCommand(newAgentCommand(), newEndpointCommand(), newObserveCommand(), newStatusCommand())
 	root.AddCommand(newInstallCommand())
 	return root
 }
