@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 	"strings"
@@ -145,6 +146,21 @@ type subject struct {
 }
 
 // entries are the compiled map's entries, sorted (computed once).
+// compiledDirections yields both directions of every subject whose policy compiled (a
+// failed policy is reported on its own and fails closed; the other checks skip it).
+func (a *auditor) compiledDirections() iter.Seq2[*subject, bool] {
+	return func(yield func(*subject, bool) bool) {
+		for _, s := range a.subjects {
+			if s.p.Err != nil {
+				continue
+			}
+			if !yield(s, false) || !yield(s, true) {
+				return
+			}
+		}
+	}
+}
+
 func (s *subject) entries() []policy.KeyEntry {
 	if s.ents == nil {
 		s.ents = s.p.Map.Entries()
@@ -548,44 +564,39 @@ func verb(deny bool) string {
 
 func (a *auditor) l7Shadowed() {
 	var gs groups
-	for _, s := range a.subjects {
-		if s.p.Err != nil {
+	for s, egress := range a.compiledDirections() {
+		if !s.p.Direction(egress).Enforced || !hasHTTPRedirect(s.entries(), egress) {
 			continue
 		}
-		for _, egress := range []bool{false, true} {
-			if !s.p.Direction(egress).Enforced || !hasHTTPRedirect(s.entries(), egress) {
-				continue
-			}
-			for _, peer := range a.peers(s) {
-				for _, seg := range segments(s.p, egress, peer.ID, policy.ProtoTCP, 1, 65535) {
-					e := seg.d.Entry
-					if !seg.d.Found || e.Verdict != policy.Redirect || e.Parser != policy.ParserHTTP {
-						continue
-					}
-					rules := s.p.HTTPRules(egress, peer, seg.lo)
-					var open, restricted []*policy.Origin
-					var restrictedRules []policy.L7Rules
-					for _, r := range rules {
-						if r.HTTP == nil {
-							open = append(open, r.Origin)
-						} else {
-							restricted = append(restricted, r.Origin)
-							restrictedRules = append(restrictedRules, r)
-						}
-					}
-					if len(open) == 0 || len(restricted) == 0 {
-						continue
-					}
-					openS, restS := origins(open), origins(restricted)
-					g := gs.get(fmt.Sprint(egress, openS, restS))
-					g.egress = egress
-					g.objects = slices.Concat(openS, restS)
-					g.extra["open"], g.extra["restricted"] = openS, restS
-					g.extra["http"] = compactSorted(append(g.extra["http"], httpStrings(restrictedRules)...))
-					g.addSubject(s)
-					g.peers[peer] = true
-					g.ports.add(seg.ports())
+		for _, peer := range a.peers(s) {
+			for _, seg := range segments(s.p, egress, peer.ID, policy.ProtoTCP, 1, 65535) {
+				e := seg.d.Entry
+				if !seg.d.Found || e.Verdict != policy.Redirect || e.Parser != policy.ParserHTTP {
+					continue
 				}
+				rules := s.p.HTTPRules(egress, peer, seg.lo)
+				var open, restricted []*policy.Origin
+				var restrictedRules []policy.L7Rules
+				for _, r := range rules {
+					if r.HTTP == nil {
+						open = append(open, r.Origin)
+					} else {
+						restricted = append(restricted, r.Origin)
+						restrictedRules = append(restrictedRules, r)
+					}
+				}
+				if len(open) == 0 || len(restricted) == 0 {
+					continue
+				}
+				openS, restS := origins(open), origins(restricted)
+				g := gs.get(fmt.Sprint(egress, openS, restS))
+				g.egress = egress
+				g.objects = slices.Concat(openS, restS)
+				g.extra["open"], g.extra["restricted"] = openS, restS
+				g.extra["http"] = compactSorted(append(g.extra["http"], httpStrings(restrictedRules)...))
+				g.addSubject(s)
+				g.peers[peer] = true
+				g.ports.add(seg.ports())
 			}
 		}
 	}
@@ -628,66 +639,58 @@ func pluralS(n int) string {
 }
 
 func hasHTTPRedirect(ents []policy.KeyEntry, egress bool) bool {
-	for _, ke := range ents {
-		if ke.Key.Egress == egress && ke.Entry.Verdict == policy.Redirect && ke.Entry.Parser == policy.ParserHTTP {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(ents, func(ke policy.KeyEntry) bool {
+		return ke.Key.Egress == egress && ke.Entry.Verdict == policy.Redirect && ke.Entry.Parser == policy.ParserHTTP
+	})
 }
 
 // --- NW102: L7 rules as visibility only (enableDefaultDeny: false) ---------------------------
 
 func (a *auditor) l7VisibilityOnly() {
 	var gs groups
-	for _, s := range a.subjects {
-		if s.p.Err != nil {
+	for s, egress := range a.compiledDirections() {
+		d := s.p.Direction(egress)
+		if !d.Enforced || d.DefaultDeny {
 			continue
 		}
-		for _, egress := range []bool{false, true} {
-			d := s.p.Direction(egress)
-			if !d.Enforced || d.DefaultDeny {
+		var l7 []*policy.Origin
+		ports := portSet{}
+		kinds := map[string]bool{}
+		for _, ke := range s.entries() {
+			if ke.Key.Egress != egress || ke.Entry.Verdict != policy.Redirect {
 				continue
 			}
-			var l7 []*policy.Origin
-			ports := portSet{}
-			kinds := map[string]bool{}
-			for _, ke := range s.entries() {
-				if ke.Key.Egress != egress || ke.Entry.Verdict != policy.Redirect {
+			for _, o := range ke.Entry.Origins {
+				h, dn := hasL7(a.entries[o])
+				if !h && !dn {
 					continue
 				}
-				for _, o := range ke.Entry.Origins {
-					h, dn := hasL7(a.entries[o])
-					if !h && !dn {
-						continue
-					}
-					l7 = append(l7, o)
-					if h {
-						kinds["HTTP"] = true
-					}
-					if dn {
-						kinds["DNS"] = true
-					}
-					lo, hi := ke.Key.PortRange()
-					ports.add(PortRange{Proto: ke.Key.Proto, Lo: lo, Hi: hi})
+				l7 = append(l7, o)
+				if h {
+					kinds["HTTP"] = true
 				}
+				if dn {
+					kinds["DNS"] = true
+				}
+				lo, hi := ke.Key.PortRange()
+				ports.add(PortRange{Proto: ke.Key.Proto, Lo: lo, Hi: hi})
 			}
-			if len(l7) == 0 {
-				continue
-			}
-			l7s, sel := origins(l7), origins(d.Rules)
-			g := gs.get(fmt.Sprint(egress, l7s, sel))
-			g.egress = egress
-			g.objects = append(slices.Clone(l7s), sel...)
-			g.extra["l7"], g.extra["selecting"] = l7s, sel
-			for k := range kinds {
-				g.extra["kinds"] = compactSorted(append(g.extra["kinds"], k))
-			}
-			for p, rs := range ports {
-				g.ports[p] = append(g.ports[p], rs...)
-			}
-			g.addSubject(s)
 		}
+		if len(l7) == 0 {
+			continue
+		}
+		l7s, sel := origins(l7), origins(d.Rules)
+		g := gs.get(fmt.Sprint(egress, l7s, sel))
+		g.egress = egress
+		g.objects = append(slices.Clone(l7s), sel...)
+		g.extra["l7"], g.extra["selecting"] = l7s, sel
+		for k := range kinds {
+			g.extra["kinds"] = compactSorted(append(g.extra["kinds"], k))
+		}
+		for p, rs := range ports {
+			g.ports[p] = append(g.ports[p], rs...)
+		}
+		g.addSubject(s)
 	}
 	for _, g := range gs.order {
 		dir := dirName(g.egress)
@@ -1038,74 +1041,69 @@ func (a *auditor) denyOverrides() {
 		order  []string
 	}
 	var gs groups
-	for _, s := range a.subjects {
-		if s.p.Err != nil {
+	for s, egress := range a.compiledDirections() {
+		if !s.p.Direction(egress).Enforced || !hasDeny(s.entries(), egress) {
 			continue
 		}
-		for _, egress := range []bool{false, true} {
-			if !s.p.Direction(egress).Enforced || !hasDeny(s.entries(), egress) {
-				continue
+		states := map[*policy.Origin]*allowState{}
+		var order []*policy.Origin
+		for _, af := range s.p.AllowFilters(egress) {
+			if af.Origin.Kind == "" {
+				continue // synthetic allow rules (default allow, allow-localhost)
 			}
-			states := map[*policy.Origin]*allowState{}
-			var order []*policy.Origin
-			for _, af := range s.p.AllowFilters(egress) {
-				if af.Origin.Kind == "" {
-					continue // synthetic allow rules (default allow, allow-localhost)
+			st, ok := states[af.Origin]
+			if !ok {
+				st = &allowState{origin: af.Origin, hits: map[string]*hit{}}
+				states[af.Origin] = st
+				order = append(order, af.Origin)
+			}
+			peers := af.Peers
+			if af.Wildcard {
+				peers = []*identity.Identity{nil}
+			}
+			protos := []uint8{af.Proto}
+			if af.Proto == policy.ProtoAny {
+				protos = []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, policy.ProtoICMPv6, otherIPProto}
+			}
+			for _, peer := range peers {
+				var pid identity.ID
+				if peer != nil {
+					pid = peer.ID
 				}
-				st, ok := states[af.Origin]
-				if !ok {
-					st = &allowState{origin: af.Origin, hits: map[string]*hit{}}
-					states[af.Origin] = st
-					order = append(order, af.Origin)
-				}
-				peers := af.Peers
-				if af.Wildcard {
-					peers = []*identity.Identity{nil}
-				}
-				protos := []uint8{af.Proto}
-				if af.Proto == policy.ProtoAny {
-					protos = []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, policy.ProtoICMPv6, otherIPProto}
-				}
-				for _, peer := range peers {
-					var pid identity.ID
-					if peer != nil {
-						pid = peer.ID
-					}
-					for _, proto := range protos {
-						for _, seg := range segments(s.p, egress, pid, proto, uint32(af.Lo), uint32(af.Hi)) {
-							if !seg.d.Found || seg.d.Entry.Verdict != policy.Deny {
-								st.passes = true
-								continue
-							}
-							denies := origins(seg.d.Entry.Origins)
-							k := strings.Join(denies, "\n")
-							h, ok := st.hits[k]
-							if !ok {
-								h = &hit{peers: peerSet{}, ports: portSet{}, deny: denies}
-								st.hits[k] = h
-								st.order = append(st.order, k)
-							}
-							h.peers[peer] = true
-							h.ports.add(seg.ports())
+				for _, proto := range protos {
+					for _, seg := range segments(s.p, egress, pid, proto, uint32(af.Lo), uint32(af.Hi)) {
+						if !seg.d.Found || seg.d.Entry.Verdict != policy.Deny {
+							st.passes = true
+							continue
 						}
+						denies := origins(seg.d.Entry.Origins)
+						k := strings.Join(denies, "\n")
+						h, ok := st.hits[k]
+						if !ok {
+							h = &hit{peers: peerSet{}, ports: portSet{}, deny: denies}
+							st.hits[k] = h
+							st.order = append(st.order, k)
+						}
+						h.peers[peer] = true
+						h.ports.add(seg.ports())
 					}
 				}
 			}
-			for _, o := range order {
-				st := states[o]
-				for _, k := range st.order {
-					h := st.hits[k]
-					g := gs.get(fmt.Sprint(!st.passes, egress, o.String(), k))
-					g.egress, g.flag = egress, !st.passes
-					g.objects = append([]string{o.String()}, h.deny...)
-					g.extra["allow"], g.extra["deny"] = []string{o.String()}, h.deny
-					g.addSubject(s)
-					for p := range h.peers {
-						g.peers[p] = true
-					}
-					for p, rs := range h.ports {
-						g.ports[p] = append(g.ports[p], rs...)
-					}
+		}
+		for _, o := range order {
+			st := states[o]
+			for _, k := range st.order {
+				h := st.hits[k]
+				g := gs.get(fmt.Sprint(!st.passes, egress, o.String(), k))
+				g.egress, g.flag = egress, !st.passes
+				g.objects = append([]string{o.String()}, h.deny...)
+				g.extra["allow"], g.extra["deny"] = []string{o.String()}, h.deny
+				g.addSubject(s)
+				for p := range h.peers {
+					g.peers[p] = true
+				}
+				for p, rs := range h.ports {
+					g.ports[p] = append(g.ports[p], rs...)
 				}
 			}
 		}
@@ -1136,70 +1134,62 @@ func (a *auditor) denyOverrides() {
 }
 
 func hasDeny(ents []policy.KeyEntry, egress bool) bool {
-	for _, ke := range ents {
-		if ke.Key.Egress == egress && ke.Entry.Verdict == policy.Deny {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(ents, func(ke policy.KeyEntry) bool {
+		return ke.Key.Egress == egress && ke.Entry.Verdict == policy.Deny
+	})
 }
 
 // --- NW303: L7 rules written for visibility enforced because another policy turns default deny on
 
 func (a *auditor) mixedIntent() {
 	var gs groups
-	for _, s := range a.subjects {
-		if s.p.Err != nil {
+	for s, egress := range a.compiledDirections() {
+		d := s.p.Direction(egress)
+		if !d.Enforced || !d.DefaultDeny {
 			continue
 		}
-		for _, egress := range []bool{false, true} {
-			d := s.p.Direction(egress)
-			if !d.Enforced || !d.DefaultDeny {
+		dd := map[string]bool{}
+		for _, o := range d.Rules {
+			if en := a.entries[o]; en != nil {
+				dd[o.Resource()] = dd[o.Resource()] || en.DefaultDeny
+			}
+		}
+		var deniers []string
+		for r, on := range dd {
+			if on {
+				deniers = append(deniers, r)
+			}
+		}
+		deniers = compactSorted(deniers)
+		// L7 rules of default-allow objects that the compiled map now enforces.
+		for _, ke := range s.entries() {
+			if ke.Key.Egress != egress || ke.Entry.Verdict != policy.Redirect {
 				continue
 			}
-			dd := map[string]bool{}
-			for _, o := range d.Rules {
-				if en := a.entries[o]; en != nil {
-					dd[o.Resource()] = dd[o.Resource()] || en.DefaultDeny
+			if ke.Entry.Parser == policy.ParserHTTP && ke.Key.Identity != 0 {
+				if peer := a.identityByID(ke.Key.Identity); peer != nil && admitsAll(s.p.HTTPRules(egress, peer, ke.Key.Port)) {
+					continue // another rule admits every request of this peer (NW101)
 				}
 			}
-			var deniers []string
-			for r, on := range dd {
-				if on {
-					deniers = append(deniers, r)
-				}
-			}
-			deniers = compactSorted(deniers)
-			// L7 rules of default-allow objects that the compiled map now enforces.
-			for _, ke := range s.entries() {
-				if ke.Key.Egress != egress || ke.Entry.Verdict != policy.Redirect {
+			for _, o := range ke.Entry.Origins {
+				en := a.entries[o]
+				h, dn := hasL7(en)
+				if (!h && !dn) || dd[o.Resource()] || l7AdmitsAll(en) {
 					continue
 				}
-				if ke.Entry.Parser == policy.ParserHTTP && ke.Key.Identity != 0 {
-					if peer := a.identityByID(ke.Key.Identity); peer != nil && admitsAll(s.p.HTTPRules(egress, peer, ke.Key.Port)) {
-						continue // another rule admits every request of this peer (NW101)
-					}
+				g := gs.get(fmt.Sprint(egress, o.String()))
+				g.egress = egress
+				g.extra["rule"] = []string{o.String()}
+				g.extra["deniers"] = compactSorted(append(g.extra["deniers"], deniers...))
+				g.objects = append([]string{o.String()}, g.extra["deniers"]...)
+				g.extra["l7"] = compactSorted(append(g.extra["l7"], l7Strings(en)...))
+				if dn {
+					g.flag = true
 				}
-				for _, o := range ke.Entry.Origins {
-					en := a.entries[o]
-					h, dn := hasL7(en)
-					if (!h && !dn) || dd[o.Resource()] || l7AdmitsAll(en) {
-						continue
-					}
-					g := gs.get(fmt.Sprint(egress, o.String()))
-					g.egress = egress
-					g.extra["rule"] = []string{o.String()}
-					g.extra["deniers"] = compactSorted(append(g.extra["deniers"], deniers...))
-					g.objects = append([]string{o.String()}, g.extra["deniers"]...)
-					g.extra["l7"] = compactSorted(append(g.extra["l7"], l7Strings(en)...))
-					if dn {
-						g.flag = true
-					}
-					g.addSubject(s)
-					g.peers[a.identityByID(ke.Key.Identity)] = true
-					lo, hi := ke.Key.PortRange()
-					g.ports.add(PortRange{Proto: ke.Key.Proto, Lo: lo, Hi: hi})
-				}
+				g.addSubject(s)
+				g.peers[a.identityByID(ke.Key.Identity)] = true
+				lo, hi := ke.Key.PortRange()
+				g.ports.add(PortRange{Proto: ke.Key.Proto, Lo: lo, Hi: hi})
 			}
 		}
 	}
