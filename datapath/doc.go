@@ -28,9 +28,17 @@
 //     for every later packet of the flow in its original direction, so revoking an allow cuts
 //     established connections; replies never consult it. A new flow the policy lets through
 //     creates its conntrack entry (a denied one creates none).
-//  5. A redirect entry (proxy_port != 0) passes the packet with skb->mark = proxy_port<<16 |
-//     0x0A00 | dir (dir 1 = egress, 0 = ingress); the L7 proxy work will add TPROXY. The
-//     proxy port comes from Datapath.ProxyPort (DefaultProxyPort is a placeholder).
+//  5. A redirect entry (proxy_port != 0) marks the packet for the L7 proxy: skb->mark =
+//     proxy_port<<16 | 0x0A00 | dir (dir 1 = egress, 0 = ingress). from_pod passes it on to
+//     the node's PREROUTING, where the TPROXY rule of InstallRedirect hands it to the proxy;
+//     to_pod runs after routing, so it hairpins the packet into the host veth's ingress
+//     (bpf_redirect BPF_F_INGRESS, destination MAC rewritten to the veth's own), and
+//     from_pod lets that packet pass untouched. Packets of the proxy's upstream sockets carry
+//     SO_MARK 0x0B00 | dir (FromProxyMark): with dir 0 the proxy judged the destination's
+//     ingress and to_pod passes them (tracked, CT_F_FROM_PROXY); with dir 1 to_pod enforces
+//     the ingress policy as usual and drops what would be a second redirect. The proxy
+//     ports come from Datapath.ProxyPort (the agent sets its own; DefaultProxyPort is a
+//     placeholder). docs/l7-proxy.md has the whole design.
 //  6. Audit mode (FlagAudit) never drops: would-be drops pass, are counted as
 //     audit-would-drop and reported with the would-be verdict and reason audit-would-drop.
 //

@@ -177,8 +177,9 @@ const skbMarkOffset = 8
 
 // TC return codes.
 const (
-	tcActOK   = 0
-	tcActShot = 2
+	tcActOK       = 0
+	tcActShot     = 2
+	tcActRedirect = 7
 )
 
 // testRun is the result of one BPF_PROG_TEST_RUN.

@@ -277,7 +277,11 @@ func expectation(found bool, e *policy.MapEntry, jar *CookieJar, egress bool) ex
 		if egress {
 			dir = 1
 		}
+		// An ingress redirect is hairpinned into the host veth's ingress (bpf_redirect).
 		x.ret, x.reason = tcActOK, ReasonRedirected
+		if !egress {
+			x.ret = tcActRedirect
+		}
 		x.mark = uint32(DefaultProxyPort(policy.Key{}, e))<<16 | 0x0A00 | dir
 	default:
 		x.ret, x.reason = tcActOK, ReasonForwardedPolicy

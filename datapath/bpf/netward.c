@@ -18,6 +18,12 @@
  *      evaluated for new flows and, like Cilium (bpf_lxc.c), again for later packets of the
  *      flow in its original direction, so that revoking an allow cuts established
  *      connections. A new flow the policy lets through creates the conntrack entry.
+ *   5. a redirect entry marks the packet for the L7 proxy (netward.h, mark layout); at
+ *      to_pod (after routing) the packet is also sent back into the host veth's ingress, so
+ *      that it passes the node's PREROUTING again, where TPROXY delivers it to the proxy.
+ *      That hairpinned packet passes from_pod untouched. The proxy's upstream packets carry
+ *      a from-proxy mark: to_pod lets those whose ingress policy the proxy judged pass (and
+ *      tracks them for the replies); the others are judged by the ingress policy as usual.
  *   Events go to the ring buffer for every decision on a new flow and for every drop.
  */
 #include <stdbool.h>
@@ -324,12 +330,39 @@ static __noinline void emit(struct verdict_event *ev)
 	bpf_ringbuf_output(&events, ev, sizeof(*ev), 0);
 }
 
+/*
+ * hairpin sends a packet leaving the host veth back into the same veth's ingress, as if the
+ * pod had sent it: it then passes the node's PREROUTING, where the TPROXY rule of its mark
+ * takes it (TPROXY only works before routing, and to_pod runs after it). The destination
+ * MAC becomes the host veth's own (the source MAC of a packet it sends), so that the stack
+ * accepts the frame as addressed to it. The mark survives: the redirect stays in the
+ * namespace.
+ */
+static __always_inline int hairpin(struct __sk_buff *skb)
+{
+	__u8 mac[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, ETH_ALEN, mac, ETH_ALEN) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow f = {};
 	__u32 ifindex = skb->ifindex;
 	__u32 len = skb->len;
+	__u32 mark = skb->mark;
 	__u64 now;
+
+	/*
+	 * An ingress redirect hairpinned by to_pod (below) re-enters here: it was judged by the
+	 * destination's ingress policy and is on its way to the proxy, not sent by the pod.
+	 */
+	if (dir == DIR_EGRESS && (mark & MARK_MAGIC_MASK) == MARK_MAGIC_TO_PROXY &&
+	    (mark & MARK_DIR_MASK) == DIR_INGRESS)
+		return TC_ACT_OK;
 
 	if (parse(skb, &f) < 0)
 		return TC_ACT_OK;
@@ -406,6 +439,25 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (tracked)
 		est = bpf_map_lookup_elem(&conntrack, &fk);
 
+	bool from_proxy = dir == DIR_INGRESS && (mark & MARK_MAGIC_MASK) == MARK_MAGIC_FROM_PROXY;
+
+	if (from_proxy && (mark & MARK_DIR_MASK) == DIR_INGRESS) {
+		/*
+		 * The proxy's upstream connection of an ingress redirect (or of an egress one whose
+		 * destination's ingress the proxy judged too): this endpoint's ingress policy decided
+		 * its requests. Track it so that the replies pass the pod's egress.
+		 */
+		if (est) {
+			est->last_seen_ns = now;
+		} else if (tracked) {
+			struct ct_value nv = { .last_seen_ns = now, .flags = CT_F_FROM_PROXY };
+
+			bpf_map_update_elem(&conntrack, &fk, &nv, BPF_ANY);
+		}
+		count(REASON_FORWARDED_POLICY, len);
+		return TC_ACT_OK;
+	}
+
 	bool enforced = flags & (dir == DIR_EGRESS ? EP_F_EGRESS_ENFORCED : EP_F_INGRESS_ENFORCED);
 
 	if (!enforced) {
@@ -438,6 +490,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		ev.precedence = e.precedence;
 		proxy_port = bpf_ntohs(e.proxy_port);
 		if (e.deny) {
+			ev.reason = REASON_DROPPED_POLICY_DENY;
+		} else if (proxy_port && from_proxy) {
+			/*
+			 * The egress proxy's upstream connection meets an ingress redirect: a second
+			 * proxy hop on the same node cannot route its replies back (the agent's egress
+			 * proxy judges such a destination's ingress itself and marks the connection
+			 * accordingly; this happens only when the policy changed under an open
+			 * connection). Fail closed.
+			 */
 			ev.reason = REASON_DROPPED_POLICY_DENY;
 		} else if (proxy_port) {
 			ev.verdict = VERDICT_REDIRECTED;
@@ -475,6 +536,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		bpf_map_update_elem(&conntrack, &fk, &nv, BPF_ANY);
 	}
 	count(ev.reason, len);
+	if (ev.verdict == VERDICT_REDIRECTED && dir == DIR_INGRESS)
+		return hairpin(skb);
 	return TC_ACT_OK;
 }
 

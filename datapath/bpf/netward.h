@@ -29,11 +29,22 @@
 #define POLICY_MAP_SIZE 16384
 
 /*
- * Mark set on packets an entry redirects to an L7 proxy (until TPROXY exists):
- * bits 8..15 = 0x0A (to-proxy magic), bit 0 = direction (1 egress), bits 16..31 = proxy port.
+ * skb->mark layout (docs/l7-proxy.md "Mark layout"):
+ *   to proxy    proxy_port<<16 | 0x0A00 | dir   set by the programs on a packet a redirect
+ *               entry sends to the L7 proxy (dir: the direction whose policy redirected it).
+ *               The node's nftables TPROXY rule of that port delivers it to the listener; an
+ *               ingress redirect (decided at to_pod, after routing) is first sent back into
+ *               the host veth's ingress so that it passes PREROUTING (hairpin).
+ *   from proxy  0x0B00 | dir                    SO_MARK of the proxy's upstream sockets:
+ *               dir 0 (ingress): the destination's ingress policy was judged by the proxy,
+ *               to_pod lets it pass; dir 1 (egress): only the source's egress policy was,
+ *               to_pod enforces the destination's ingress policy as for any packet.
+ * Marks do not cross network namespaces (the veth scrubs them), so a pod cannot forge them.
  */
-#define MARK_MAGIC_TO_PROXY 0x0A00U
-#define MARK_MAGIC_MASK     0xFF00U
+#define MARK_MAGIC_TO_PROXY   0x0A00U
+#define MARK_MAGIC_FROM_PROXY 0x0B00U
+#define MARK_MAGIC_MASK       0xFF00U
+#define MARK_DIR_MASK         0x0001U
 
 /* Reasons: metrics index and verdict_event.reason. Keep in sync with reasons.go. */
 enum reason {
@@ -110,6 +121,7 @@ struct ct_key {
 #define CT_F_REDIRECT   (1U << 0) /* created by a redirect entry */
 #define CT_F_AUDIT      (1U << 1) /* created while in audit mode */
 #define CT_F_UNENFORCED (1U << 2) /* created while the direction was not enforced */
+#define CT_F_FROM_PROXY (1U << 3) /* the L7 proxy's upstream connection, judged by the proxy */
 
 struct ct_value {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() */
