@@ -61,6 +61,7 @@ type Agent struct {
 	firstGood     chan struct{} // closed when the first valid set is applied
 
 	view    atomic.Pointer[view]
+	l7      *l7Proxy // the L7 proxy (nil: not started); set under mu
 	metrics *metrics
 	events  *eventHub
 
@@ -324,7 +325,7 @@ func (a *Agent) readProgrammed(r *endpointRecord) programmed {
 			case v.Deny:
 				e.Verdict = policy.Deny
 			case v.ProxyPort != 0:
-				e.Verdict, e.Parser = policy.Redirect, parserOf(v)
+				e.Verdict, e.Parser = policy.Redirect, a.parserOf(k, v)
 			}
 			entries = append(entries, policy.KeyEntry{Key: k, Entry: e})
 			p.sig[k] = entrySig{verdict: e.Verdict, prec: e.Precedence, parser: e.Parser, cookie: v.Cookie}
@@ -335,22 +336,32 @@ func (a *Agent) readProgrammed(r *endpointRecord) programmed {
 }
 
 // parserOf recovers the parser of a pinned redirect entry from its precedence (Cilium's
-// listener priorities), else from the placeholder proxy ports.
-func parserOf(v datapath.PolicyValue) policy.L7Parser {
+// listener priorities), else from its proxy port (the agent's layout, proxyPortOf, or the
+// placeholder ports of datapath.DefaultProxyPort). An entry written with other ports than
+// this agent writes (another --proxy-base-port) gets ParserNone: its signature then differs
+// from the desired entry's, and the next reconciliation rewrites it with the right port.
+func (a *Agent) parserOf(k policy.Key, v datapath.PolicyValue) policy.L7Parser {
+	p := policy.ParserHTTP
 	switch v.Precedence & 255 {
 	case 255 - 1 - 101:
-		return policy.ParserHTTP
+		p = policy.ParserHTTP
 	case 255 - 1 - 116:
-		return policy.ParserTLS
+		p = policy.ParserTLS
 	case 255 - 1 - 121:
-		return policy.ParserDNS
+		p = policy.ParserDNS
 	case 255 - 1 - 126:
-		return policy.ParserCRD
+		p = policy.ParserCRD
+	default:
+		if pp, ok := parserOfPort(a.cfg.ProxyBasePort, v.ProxyPort); ok {
+			p = pp
+		} else if pp := v.ProxyPort - 15000; pp >= 1 && pp <= 4 {
+			p = policy.L7Parser(pp)
+		}
 	}
-	if p := v.ProxyPort - 15000; p >= 1 && p <= 4 {
-		return policy.L7Parser(p)
+	if v.ProxyPort != a.proxyPortFor(k, p) {
+		return policy.ParserNone
 	}
-	return policy.ParserHTTP
+	return p
 }
 
 // Start serves the API on the socket and the metrics, and starts watching the policy
@@ -400,6 +411,13 @@ func (a *Agent) start(parent context.Context) error {
 			}()
 			a.log.Info("serving metrics", "addr", mln.Addr().String())
 		}
+	}
+	if err := a.startProxy(ctx); err != nil {
+		cancel()
+		for _, s := range a.servers {
+			s.Close()
+		}
+		return err
 	}
 	if a.cfg.Kubernetes != nil {
 		if err := a.startKubernetes(ctx); err != nil {
@@ -488,6 +506,7 @@ func (a *Agent) Close() error {
 		if a.cancel != nil {
 			a.cancel()
 		}
+		a.stopProxy()
 		a.events.close()
 		for _, s := range a.servers {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

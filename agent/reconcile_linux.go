@@ -612,6 +612,7 @@ func (a *Agent) programLocked(d *desired, rev uint64, stats *applyStats) error {
 		}
 	}
 	a.cur = d
+	a.l7.publish(d) // the proxy decides with the new policies from its next request
 	if len(errs) > 0 {
 		stats.errors = len(errs)
 		return errors.Join(errs...)

@@ -55,6 +55,22 @@ type Config struct {
 	// ResyncInterval is how often the agent recomputes its state without a change, to
 	// follow the node's own addresses (default 30s).
 	ResyncInterval time.Duration
+	// ProxyBasePort is the first of the L7 proxy's 8 ports in the node's namespace (default
+	// 15100): HTTP ingress, HTTP egress, then ingress and egress of TLS, DNS and CRD, whose
+	// redirects are denied (netward has no proxy for them). Listeners bind 127.0.0.1.
+	ProxyBasePort int
+	// ProxyRouteTable is the routing table of the proxy's "local 0.0.0.0/0 dev lo" route
+	// (default 2004, Cilium's), ProxyRulePriority the priority of its fwmark rule (default 9).
+	ProxyRouteTable   int
+	ProxyRulePriority int
+	// ProxyMaxConns bounds the proxy's open client connections per direction (default
+	// 20000; beyond, 503).
+	ProxyMaxConns int
+	// ProxyReadHeaderTimeout, ProxyIdleTimeout and ProxyDialTimeout are the proxy's request
+	// head, keep-alive idle and upstream connect timeouts (defaults 10s, 120s, 5s).
+	ProxyReadHeaderTimeout time.Duration
+	ProxyIdleTimeout       time.Duration
+	ProxyDialTimeout       time.Duration
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -65,6 +81,8 @@ const (
 	DefaultSocketDir   = "/run/netward"
 	DefaultStateRoot   = "/var/lib/netward"
 	DefaultPinRoot     = "/sys/fs/bpf/netward"
+	// DefaultProxyBasePort is the first L7 proxy port (agent.Config.ProxyBasePort).
+	DefaultProxyBasePort = 15100
 )
 
 // DefaultSocket is the API socket of a node's agent.
@@ -106,6 +124,30 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = 30 * time.Second
+	}
+	if c.ProxyBasePort == 0 {
+		c.ProxyBasePort = DefaultProxyBasePort
+	}
+	if c.ProxyBasePort < 1 || c.ProxyBasePort > 65535-7 {
+		return fmt.Errorf("agent: proxy base port %d: the 8 proxy ports must be in 1-65535", c.ProxyBasePort)
+	}
+	if c.ProxyRouteTable == 0 {
+		c.ProxyRouteTable = 2004
+	}
+	if c.ProxyRulePriority == 0 {
+		c.ProxyRulePriority = 9
+	}
+	if c.ProxyMaxConns == 0 {
+		c.ProxyMaxConns = 20000
+	}
+	if c.ProxyReadHeaderTimeout <= 0 {
+		c.ProxyReadHeaderTimeout = 10 * time.Second
+	}
+	if c.ProxyIdleTimeout <= 0 {
+		c.ProxyIdleTimeout = 120 * time.Second
+	}
+	if c.ProxyDialTimeout <= 0 {
+		c.ProxyDialTimeout = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -263,8 +305,26 @@ type Event struct {
 	Verdict string `json:"verdict"`
 	Reason  string `json:"reason"`
 	// Origins are the rules behind the deciding map entry; for a default deny, the rules
-	// that select the endpoint ("default deny: selected by ...").
+	// that select the endpoint ("default deny: selected by ..."). For an L7 event, the rules
+	// that admitted the request, or, when it was denied, those consulted.
 	Origins []string `json:"origins"`
+
+	// L7 events (one per request the L7 proxy judged; Verdict forwarded, dropped or error,
+	// Reason l7-allowed, l7-denied or l7-error). L7Protocol is "http", or the parser of a
+	// redirect netward has no proxy for (denied, fail closed).
+	L7Protocol  string `json:"l7Protocol,omitempty"`
+	HTTPVersion string `json:"httpVersion,omitempty"` // HTTP/1.0, HTTP/1.1, HTTP/2.0
+	HTTPMethod  string `json:"httpMethod,omitempty"`
+	HTTPPath    string `json:"httpPath,omitempty"` // as sent, query included
+	HTTPHost    string `json:"httpHost,omitempty"`
+	// HTTPVerdict is the proxy's: allowed, denied (answered 403) or error (malformed, or
+	// the destination unreachable).
+	HTTPVerdict string `json:"httpVerdict,omitempty"`
+	// HTTPStatus is the status the proxy answered itself (403, 400, 502, ...), 0 when the
+	// request was forwarded.
+	HTTPStatus    int      `json:"httpStatus,omitempty"`
+	HTTPHeaderOps []string `json:"httpHeaderOps,omitempty"`
+	L7Reason      string   `json:"l7Reason,omitempty"`
 }
 
 // Peer is one side of an event.

@@ -26,13 +26,19 @@ func newObserveCommand() *cobra.Command {
 identity), port, verdict (forwarded, dropped, redirected, or audit in audit mode) and the
 policy rules that allowed or denied the flow (for a default deny, the rules that select the
 endpoint). The agent's recent events come first. Verdicts are reported for new flows and
-for every drop.`,
+for every drop.
+
+Connections redirected to the L7 proxy add one event per HTTP request (HTTP/1.x request or
+HTTP/2 stream): method, host and path, the proxy's verdict (allowed: forwarded, denied: 403
+"Access denied", error: malformed or destination unreachable) and the rules that admitted
+the request or, when denied, the rules consulted. Redirects to a parser netward has no
+proxy for (DNS, TLS, CRD) are denied and reported the same way.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch verdict {
-			case "", "forwarded", "dropped", "redirected", "audit":
+			case "", "forwarded", "dropped", "redirected", "audit", "error":
 			default:
-				return &exitError{2, fmt.Errorf("--verdict %q: want forwarded, dropped, redirected or audit", verdict)}
+				return &exitError{2, fmt.Errorf("--verdict %q: want forwarded, dropped, redirected, audit or error", verdict)}
 			}
 			if output != "text" && output != "json" && output != "" {
 				return &exitError{2, fmt.Errorf("-o %q: want text or json", output)}
@@ -60,7 +66,7 @@ for every drop.`,
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&pod, "pod", "", "only flows from or to this pod (namespace/name)")
-	cmd.Flags().StringVar(&verdict, "verdict", "", "only this verdict: forwarded, dropped, redirected or audit")
+	cmd.Flags().StringVar(&verdict, "verdict", "", "only this verdict: forwarded, dropped, redirected, audit or error (L7)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", true, "keep streaming new verdicts (--follow=false prints the recent ones and exits)")
 	cmd.Flags().IntVar(&last, "last", 0, "at most this many recent verdicts first (0: all the agent keeps)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json (one event a line)")
@@ -90,8 +96,36 @@ func printEvent(w io.Writer, ev agent.Event) {
 	verdict := strings.ToUpper(ev.Verdict)
 	line := fmt.Sprintf("%s %s -> %s %s %s %s (%s)", ev.Time.Format("15:04:05.000"), peerString(ev.Source),
 		peerString(ev.Destination), port, ev.Direction, verdict, ev.Reason)
+	if l7 := l7String(ev); l7 != "" {
+		line += " " + l7
+	}
 	if len(ev.Origins) > 0 {
 		line += " by " + strings.Join(ev.Origins, "; ")
 	}
 	fmt.Fprintln(w, line)
+}
+
+// l7String renders the L7 part of a proxy event: `HTTP/1.1 GET host/path denied 403: reason`.
+func l7String(ev agent.Event) string {
+	if ev.L7Protocol == "" {
+		return ""
+	}
+	if ev.L7Protocol != "http" {
+		return fmt.Sprintf("[%s: %s]", ev.L7Protocol, ev.L7Reason)
+	}
+	proto := ev.HTTPVersion
+	if proto == "" {
+		proto = "HTTP"
+	}
+	s := fmt.Sprintf("[%s %s %q host=%q %s", proto, ev.HTTPMethod, ev.HTTPPath, ev.HTTPHost, ev.HTTPVerdict)
+	if ev.HTTPStatus != 0 {
+		s += fmt.Sprintf(" %d", ev.HTTPStatus)
+	}
+	for _, op := range ev.HTTPHeaderOps {
+		s += " {" + op + "}"
+	}
+	if ev.L7Reason != "" && ev.HTTPVerdict != "allowed" {
+		s += ": " + ev.L7Reason
+	}
+	return s + "]"
 }
