@@ -59,6 +59,8 @@ type Agent struct {
 	cur           *desired      // the last computed desired state
 	kube          *kubeSource   // the Kubernetes source (nil: the policy directory)
 	firstGood     chan struct{} // closed when the first valid set is applied
+	// policyVersions: the revision that first carried each policy version (Kubernetes).
+	policyVersions map[string]uint64
 
 	view    atomic.Pointer[view]
 	l7      *l7Proxy // the L7 proxy (nil: not started); set under mu
@@ -217,6 +219,10 @@ func newAgent(cfg Config, dp Datapath, nn NodeNetwork, lock *os.File) (*Agent, e
 		copy(a.savedDigest[:], b)
 	}
 	a.alloc = newAllocator(st.Identities)
+	a.policyVersions = st.PolicyVersions
+	if a.policyVersions == nil {
+		a.policyVersions = map[string]uint64{}
+	}
 	for s, id := range st.IPCache {
 		if p, err := netip.ParsePrefix(s); err == nil {
 			a.ipcache[p] = id
@@ -535,6 +541,7 @@ func (a *Agent) saveLocked(extra map[netip.Prefix]identity.ID) error {
 		PolicyDigest:   hex.EncodeToString(a.savedDigest[:]),
 		Identities:     a.alloc.snapshot(),
 		IPCache:        map[string]identity.ID{},
+		PolicyVersions: a.policyVersions,
 	}
 	for p, id := range a.ipcache {
 		st.IPCache[p.String()] = id

@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -13,7 +13,11 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/netward/netward/api"
 	"github.com/netward/netward/cluster"
@@ -35,8 +39,6 @@ type kubeSource struct {
 	reporter *statusReporter
 	// invalid are the policies of the last snapshot that are not enforced, and why.
 	invalid []*api.ObjectError
-	// firstRev is the revision that first carried each policy version ("uid/generation").
-	firstRev map[string]uint64
 }
 
 // firstSyncWait is how long an endpoint registration waits for the first snapshot.
@@ -44,13 +46,14 @@ const firstSyncWait = 60 * time.Second
 
 // startKubernetes starts the informers and the status reporter.
 func (a *Agent) startKubernetes(ctx context.Context) error {
-	clients, err := k8s.NewClients(a.cfg.Kubernetes, a.cfg.KubernetesName)
+	rc := rest.CopyConfig(a.cfg.Kubernetes)
+	rc.QPS, rc.Burst = a.cfg.KubernetesQPS, a.cfg.KubernetesBurst
+	clients, err := k8s.NewClients(rc, a.cfg.KubernetesName)
 	if err != nil {
 		return fmt.Errorf("kubernetes clients for %s: %w", a.cfg.KubernetesName, err)
 	}
 	ks := &kubeSource{
-		reporter: newStatusReporter(k8s.NewStatusWriter(clients.Dynamic), a.cfg.Node, a.log),
-		firstRev: map[string]uint64{},
+		reporter: newStatusReporter(k8s.NewStatusWriter(clients.Dynamic), clients.Dynamic, a.cfg.Node, a.log),
 	}
 	a.mu.Lock()
 	a.kube = ks
@@ -238,6 +241,7 @@ func (a *Agent) reportStatusLocked(applyErr error) {
 	}
 	slices.SortFunc(fails, func(x, y failing) int { return cmp.Compare(x.pod, y.pod) })
 	seen := map[string]bool{}
+	versionsChanged := false
 	objs := a.good.objs
 	for _, set := range []struct {
 		kind string
@@ -250,10 +254,11 @@ func (a *Agent) reportStatusLocked(applyErr error) {
 			}
 			ver := string(o.Obj.UID) + "/" + strconv.FormatInt(o.Obj.Generation, 10)
 			seen[ver] = true
-			rev, ok := ks.firstRev[ver]
+			rev, ok := a.policyVersions[ver]
 			if !ok {
 				rev = a.revision
-				ks.firstRev[ver] = rev
+				a.policyVersions[ver] = rev
+				versionsChanged = true
 			}
 			st := k8s.NodeStatus{OK: true, Enforcing: true, Revision: rev, Annotations: o.Obj.Annotations}
 			if applyErr != nil {
@@ -273,14 +278,20 @@ func (a *Agent) reportStatusLocked(applyErr error) {
 			want[k8s.PolicyRef{Kind: set.kind, Namespace: ns, Name: o.Obj.Name}] = st
 		}
 	}
-	maps.DeleteFunc(ks.firstRev, func(ver string, _ uint64) bool { return !seen[ver] })
-	ks.reporter.set(want, a.departedLocked(objs))
+	maps.DeleteFunc(a.policyVersions, func(ver string, _ uint64) bool {
+		versionsChanged = versionsChanged || !seen[ver]
+		return !seen[ver]
+	})
+	if versionsChanged {
+		a.saveLocked(nil) // so that a restart reports the same localPolicyRevision
+	}
+	ks.reporter.set(want, a.clusterNodesLocked(objs))
 }
 
-// departedLocked lists the status entries of nodes that are no longer in the cluster. One
-// agent cleans them up, the one of the first node by name, so that the agents do not all
-// patch the same objects.
-func (a *Agent) departedLocked(objs *api.Objects) map[goneEntry]bool {
+// clusterNodesLocked returns the names of the cluster's nodes when this agent is the one
+// that cleans up after departed nodes (the first node by name, so that the agents do not
+// all patch the same objects), else nil.
+func (a *Agent) clusterNodesLocked(objs *api.Objects) map[string]bool {
 	nodes := map[string]bool{}
 	first := ""
 	for _, n := range objs.Nodes {
@@ -292,31 +303,7 @@ func (a *Agent) departedLocked(objs *api.Objects) map[goneEntry]bool {
 	if first != a.cfg.Node {
 		return nil
 	}
-	gone := map[goneEntry]bool{}
-	for _, set := range []struct {
-		kind string
-		list []api.Object[api.CiliumNetworkPolicy]
-	}{{api.KindCNP, objs.CNPs}, {api.KindCCNP, objs.CCNPs}} {
-		for _, o := range set.list {
-			if o.Obj.Status == nil {
-				continue
-			}
-			var st k8s.PolicyStatus
-			if err := json.Unmarshal(*o.Obj.Status, &st); err != nil {
-				continue // not ours to judge: the writer reports unreadable status
-			}
-			ref := k8s.PolicyRef{Kind: set.kind, Name: o.Obj.Name}
-			if set.kind == api.KindCNP {
-				ref.Namespace = cmp.Or(o.Obj.Namespace, "default")
-			}
-			for node := range st.Nodes {
-				if !nodes[node] {
-					gone[goneEntry{ref, node}] = true
-				}
-			}
-		}
-	}
-	return gone
+	return nodes
 }
 
 // statusReporter writes this node's status entries, each when it changes, in the
@@ -332,36 +319,44 @@ type statusReporter struct {
 	want    map[k8s.PolicyRef]k8s.NodeStatus
 	written map[k8s.PolicyRef]k8s.NodeStatus
 	failed  map[k8s.PolicyRef]string // last error, logged once per distinct error
-	// gone are entries of nodes that left the cluster, to delete; removed the ones deleted
-	// (the snapshot may still show them until the policy changes again).
-	gone, removed map[goneEntry]bool
+
+	// Departed nodes' entries (this agent cleans up only when nodes is set): nodes are the
+	// cluster's nodes now, known every node seen so far.
+	dyn          dynamic.Interface
+	nodes, known map[string]bool
+	nodesChanged bool
+	lastClean    time.Time
 }
 
-// goneEntry is a departed node's entry in a policy's status.
-type goneEntry struct {
-	ref  k8s.PolicyRef
-	node string
-}
+// Departed nodes' entries are removed at once when the node was seen in the cluster and
+// its Node object is gone; entries of a node never seen (one that left while this agent
+// was down, or one too new for this agent's informers) only when the entry is older than
+// unknownNodeGrace, so that a joining node's first status is never removed.
+const (
+	cleanInterval    = 30 * time.Second
+	unknownNodeGrace = 2 * time.Minute
+)
 
 // statusWriters bounds the concurrent status writes of one agent.
 const statusWriters = 8
 
-func newStatusReporter(w *k8s.StatusWriter, node string, log *slog.Logger) *statusReporter {
-	return &statusReporter{w: w, node: node, log: log, kick: make(chan struct{}, 1),
+func newStatusReporter(w *k8s.StatusWriter, dyn dynamic.Interface, node string, log *slog.Logger) *statusReporter {
+	return &statusReporter{w: w, dyn: dyn, node: node, log: log, kick: make(chan struct{}, 1),
 		want: map[k8s.PolicyRef]k8s.NodeStatus{}, written: map[k8s.PolicyRef]k8s.NodeStatus{},
-		failed: map[k8s.PolicyRef]string{}, gone: map[goneEntry]bool{}, removed: map[goneEntry]bool{}}
+		failed: map[k8s.PolicyRef]string{}, known: map[string]bool{}}
 }
 
-// set replaces what should be written, and what should be removed.
-func (r *statusReporter) set(want map[k8s.PolicyRef]k8s.NodeStatus, gone map[goneEntry]bool) {
+// set replaces what should be written, and the cluster's nodes (nil: another agent cleans
+// up after departed nodes).
+func (r *statusReporter) set(want map[k8s.PolicyRef]k8s.NodeStatus, nodes map[string]bool) {
 	r.mu.Lock()
 	r.want = want
-	maps.DeleteFunc(r.removed, func(g goneEntry, _ bool) bool { return !gone[g] })
-	r.gone = map[goneEntry]bool{}
-	for g := range gone {
-		if !r.removed[g] {
-			r.gone[g] = true
-		}
+	if !maps.Equal(nodes, r.nodes) {
+		r.nodesChanged = true
+	}
+	r.nodes = nodes
+	for n := range nodes {
+		r.known[n] = true
 	}
 	r.mu.Unlock()
 	select {
@@ -392,12 +387,15 @@ func (r *statusReporter) run(ctx context.Context) {
 	const minBackoff, maxBackoff = 500 * time.Millisecond, 30 * time.Second
 	backoff := minBackoff
 	var retry <-chan time.Time
+	tick := time.NewTicker(cleanInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.kick:
 		case <-retry:
+		case <-tick.C:
 		}
 		retry = nil
 		if r.flush(ctx) {
@@ -429,26 +427,21 @@ func (r *statusReporter) flush(ctx context.Context) bool {
 	// a new object whose status must be written again.
 	maps.DeleteFunc(r.written, func(ref k8s.PolicyRef, _ k8s.NodeStatus) bool { _, ok := r.want[ref]; return !ok })
 	maps.DeleteFunc(r.failed, func(ref k8s.PolicyRef, _ string) bool { _, ok := r.want[ref]; return !ok })
-	var removals []goneEntry
-	for g := range r.gone {
-		removals = append(removals, g)
-	}
+	clean := r.nodes != nil && (r.nodesChanged || time.Since(r.lastClean) > cleanInterval)
+	nodes, known := maps.Clone(r.nodes), maps.Clone(r.known)
+	r.nodesChanged = false
 	r.mu.Unlock()
 	ok := true
-	for _, g := range removals {
-		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := r.w.RemoveNode(wctx, g.ref, g.node)
-		cancel()
-		r.mu.Lock()
-		if err != nil {
-			r.log.Warn("removing a departed node's policy status failed; retrying", "policy", g.ref.String(), "departedNode", g.node, "error", err)
+	if clean {
+		if err := r.cleanDeparted(ctx, nodes, known); err != nil {
+			r.log.Warn("removing departed nodes' policy status failed; retrying", "error", err)
 			ok = false
+			r.mu.Lock()
+			r.nodesChanged = true
+			r.mu.Unlock()
 		} else {
-			r.log.Info("removed a departed node's policy status", "policy", g.ref.String(), "departedNode", g.node)
-			delete(r.gone, g)
-			r.removed[g] = true
+			r.lastClean = time.Now()
 		}
-		r.mu.Unlock()
 	}
 	if len(jobs) == 0 {
 		return ok
@@ -498,4 +491,46 @@ func (r *statusReporter) flush(ctx context.Context) bool {
 	close(next)
 	wg.Wait()
 	return ok && ctx.Err() == nil
+}
+
+// cleanDeparted removes the status entries of departed nodes from every policy, read
+// fresh from the API server: the source's snapshot does not carry status changes, and
+// invalid policies (not in the snapshot) have entries too.
+func (r *statusReporter) cleanDeparted(ctx context.Context, nodes, known map[string]bool) error {
+	now := time.Now()
+	var errs []error
+	for _, gvr := range []schema.GroupVersionResource{k8s.CNPResource, k8s.CCNPResource} {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		list, err := r.dyn.Resource(gvr).List(lctx, metav1.ListOptions{})
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing %s: %w", gvr.Resource, err))
+			continue
+		}
+		kind := api.KindCNP
+		if gvr == k8s.CCNPResource {
+			kind = api.KindCCNP
+		}
+		for _, item := range list.Items {
+			st, err := k8s.ReadPolicyStatus(item.Object)
+			if err != nil {
+				continue // the writer reports unreadable status when it writes its own entry
+			}
+			ref := k8s.PolicyRef{Kind: kind, Namespace: item.GetNamespace(), Name: item.GetName()}
+			for node, entry := range st.Nodes {
+				if nodes[node] || (!known[node] && now.Sub(entry.LastUpdated.Time) < unknownNodeGrace) {
+					continue
+				}
+				wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				err := r.w.RemoveNode(wctx, ref, node)
+				cancel()
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				r.log.Info("removed a departed node's policy status", "policy", ref.String(), "departedNode", node)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

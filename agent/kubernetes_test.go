@@ -5,9 +5,11 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +63,9 @@ func (ap *applier) apply(files map[string]string) {
 	ap.t.Helper()
 	ctx := context.Background()
 	seen := map[string]bool{}
-	for _, content := range files {
-		for _, doc := range strings.Split(content, "\n---\n") {
+	// In name order: cluster.yaml (the namespace) before the policies that live in it.
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		for _, doc := range strings.Split(files[name], "\n---\n") {
 			if strings.TrimSpace(strings.Trim(doc, "-\n")) == "" {
 				continue
 			}
@@ -188,12 +191,14 @@ func TestKubernetesSource(t *testing.T) {
 		return files
 	}
 	ap.apply(set(1, invalidCNP))
+	var startWith func(node string, addr string, links map[string]uint32, state string, dp *fakeDatapath) (*Agent, *fakeDatapath)
 
 	start := func(node string, addr string, links map[string]uint32) (*Agent, *fakeDatapath) {
-		state := t.TempDir()
+		return startWith(node, addr, links, t.TempDir(), newFakeDatapath())
+	}
+	startWith = func(node string, addr string, links map[string]uint32, state string, dp *fakeDatapath) (*Agent, *fakeDatapath) {
 		cfg := testConfig(t, "", state)
 		cfg.Node, cfg.Kubernetes, cfg.KubernetesName = node, env.Config, "test"
-		dp := newFakeDatapath()
 		nn := &fakeNetwork{links: links, addrs: []netip.Addr{netip.MustParseAddr(addr)}}
 		a, err := NewWithDatapath(cfg, dp, nn)
 		if err != nil {
@@ -321,7 +326,29 @@ func TestKubernetesSource(t *testing.T) {
 	checkStatus("set 5", []string{"a-in"}, revs)
 	sameIdentities("set 5")
 
-	// 6. node-2 leaves the cluster: node-1 (the first node by name) removes its entries.
+	// 6. node-1's agent restarts on an unchanged cluster: same revision, same status (the
+	// revision that first carried each policy version is kept in the state file).
+	before, _ := ap.policyStatus(k8s.CNPResource, "shop", "a-in")
+	a1.Close()
+	a1, _ = startWith("node-1", "192.168.100.1", fakeNet().links, a1.cfg.StateDir, dp1)
+	eventually(t, 30*time.Second, func() string {
+		if st := a1.Status(); st.Enforcing != "current" || st.StatusPending > 0 {
+			return fmt.Sprintf("restarted agent: %+v", st)
+		}
+		return ""
+	})
+	if st := a1.Status(); st.PolicyRevision != revs[0] {
+		t.Errorf("restart on an unchanged cluster moved the revision from %d to %d", revs[0], st.PolicyRevision)
+	}
+	after, _ := ap.policyStatus(k8s.CNPResource, "shop", "a-in")
+	if b, a := before.Nodes["node-1"], after.Nodes["node-1"]; b.Revision != a.Revision || !b.LastUpdated.Equal(&a.LastUpdated) {
+		t.Errorf("restart changed node-1's status of a-in: %+v -> %+v", b, a)
+	}
+	if d := diffMatrix(dp1.matrix(), traceOf(t, set(5, ""))); len(d) > 0 {
+		t.Errorf("after the restart node-1 differs from trace:\n%s", strings.Join(d, "\n"))
+	}
+
+	// 7. node-2 leaves the cluster: node-1 (the first node by name) removes its entries.
 	a2.Close()
 	if err := ap.dyn.Resource(kindResources["Node"]).Delete(ctx, "node-2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

@@ -55,6 +55,9 @@ type persisted struct {
 	Endpoints      []*endpointRecord      `json:"endpoints"`
 	Identities     map[string]identity.ID `json:"identities"`
 	IPCache        map[string]identity.ID `json:"ipcache"`
+	// PolicyVersions (Kubernetes source) is the revision that first carried each policy
+	// version ("uid/generation"): the localPolicyRevision of its status, kept across restarts.
+	PolicyVersions map[string]uint64 `json:"policyVersions,omitempty"`
 }
 
 func readState(path string) (*persisted, error) {

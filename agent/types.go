@@ -28,6 +28,11 @@ type Config struct {
 	Kubernetes *rest.Config
 	// KubernetesName names the cluster in logs and object sources (default: its host).
 	KubernetesName string
+	// KubernetesQPS and KubernetesBurst bound the agent's requests to the API server
+	// (defaults 50 and 100; client-go's own, 5 and 10, make the first status of a hundred
+	// policies take half a minute).
+	KubernetesQPS   float32
+	KubernetesBurst int
 	// NodeNetns is the network namespace of the node, where the host-side veths live: a name
 	// under /var/run/netns or a path. "" is the agent's own.
 	NodeNetns string
@@ -103,6 +108,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Kubernetes != nil && c.KubernetesName == "" {
 		c.KubernetesName = c.Kubernetes.Host
+	}
+	if c.KubernetesQPS <= 0 {
+		c.KubernetesQPS = 50
+	}
+	if c.KubernetesBurst <= 0 {
+		c.KubernetesBurst = 100
 	}
 	if c.APISocket == "" {
 		c.APISocket = DefaultSocket(c.Node)

@@ -91,6 +91,8 @@ several nodes and their pods can live on one machine.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.PoliciesDir, "policies", "", "directory of manifests (Namespaces, Pods, Nodes and policies), re-read on change")
 	f.StringVar(&kubeconfig, "kubeconfig", "", `watch this cluster instead of a directory; set it, even to "", to select the cluster (empty: $KUBECONFIG, ~/.kube/config, else the in-cluster service account)`)
+	f.Float32Var(&cfg.KubernetesQPS, "kube-api-qps", 50, "requests per second to the API server (status writes); with --kubeconfig")
+	f.IntVar(&cfg.KubernetesBurst, "kube-api-burst", 100, "burst of requests to the API server; with --kubeconfig")
 	f.StringVar(&kubeContext, "context", "", "kubeconfig context of the cluster to watch (implies --kubeconfig)")
 	f.StringVar(&cfg.Node, "node", "", "name of the node this agent serves (its Node object gives the host addresses)")
 	f.StringVar(&cfg.NodeNetns, "node-netns", "", "network namespace of the node (name under /var/run/netns, or a path); default: the agent's own")

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -160,12 +161,25 @@ func (e *Env) start(name string, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(filepath.Join(e.bin, name), args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	// Die with the test binary, even if it is killed.
+	// Die with the test binary, even if it is killed. Pdeathsig fires when the *thread*
+	// that forked the child exits, and Go ends a thread whenever a goroutine that locked it
+	// returns without unlocking (netns helpers do): so the child is forked from a goroutine
+	// that keeps its thread locked, and alive, until the child has exited.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			cmd.Wait()
+		}
+		log.Close()
+	}()
+	if err := <-started; err != nil {
 		e.t.Fatalf("starting %s: %v", name, err)
 	}
-	go func() { cmd.Wait(); log.Close() }()
 	return cmd
 }
 
