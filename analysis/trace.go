@@ -38,6 +38,10 @@ type Side struct {
 	// HTTP is the proxy's decision when the entry redirects and the flow is a request.
 	HTTP   *HTTPView `json:"http,omitempty"`
 	Reason string    `json:"reason"`
+	// Enforcement says where netward's own datapath decides otherwise than Cilium's, whose
+	// semantics Allowed follows: a redirect to a proxy netward does not have (DNS, TLS,
+	// Kafka/CRD) is denied by the agent (fail closed), where Cilium's proxy would judge it.
+	Enforcement string `json:"enforcement,omitempty"`
 }
 
 // EntryView is a map entry as shown to people and in JSON.
@@ -157,6 +161,10 @@ func side(c *cluster.Cluster, ep *cluster.Endpoint, peer cluster.Peer, egress bo
 		s.Reason = "allowed by " + origins
 	case policy.Redirect:
 		s.Reason = "allowed and redirected to the " + d.Entry.Parser.String() + " proxy by " + origins
+		if d.Entry.Parser != policy.ParserHTTP {
+			s.Enforcement = "netward's agent has no " + d.Entry.Parser.String() +
+				" proxy: it denies this flow (fail closed) where Cilium's proxy would judge it"
+		}
 	}
 	if d.Entry.Verdict == policy.Redirect && f.HTTP != nil {
 		ok, matches := p.AllowsHTTP(egress, peer.Identity, f.Port, f.HTTP)

@@ -331,6 +331,9 @@ func checkFailClosed(t *testing.T, h *Harness, c *cluster.Cluster, from, to Plac
 	if tr.Egress == nil || tr.Egress.Entry == nil || !strings.Contains(tr.Egress.Entry.Verdict, "dns") {
 		t.Fatalf("%s -> %s:%d: trace does not redirect to the DNS proxy: %s", from.Name, to.Name, port, tr.Reason)
 	}
+	if !strings.Contains(tr.Egress.Enforcement, "denies this flow") {
+		t.Errorf("%s -> %s:%d: trace does not say that netward denies the DNS redirect: %q", from.Name, to.Name, port, tr.Egress.Enforcement)
+	}
 	HTTPServe(t, to, port) // something to reach, were the redirect not enforced
 	var tcpErr error
 	err = cnitest.InNetns(from.Netns, func() error {

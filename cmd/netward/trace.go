@@ -94,5 +94,8 @@ func printTrace(w io.Writer, r *analysis.Result) {
 			}
 		}
 		fmt.Fprintf(w, "  why:        %s\n", s.Reason)
+		if s.Enforcement != "" {
+			fmt.Fprintf(w, "  netward:    %s\n", s.Enforcement)
+		}
 	}
 }
