@@ -13,12 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -179,9 +177,9 @@ func TestAgentKill9DuringTraffic(t *testing.T) {
 	os.RemoveAll(pinDir)
 	t.Cleanup(func() { os.RemoveAll(pinDir) })
 	stateDir := filepath.Join(h.Dir, "agent-state")
-	ap := &agentProcess{
-		bin: bin, dir: h.Dir, client: agent.NewClient(h.AgentSocket),
-		args: []string{"agent",
+	ap := &AgentProc{
+		Bin: bin, Dir: h.Dir, Name: cfg.NodeName, Client: agent.NewClient(h.AgentSocket),
+		Args: []string{"agent",
 			"--policies", h.ManifestDir, "--node", cfg.NodeName, "--node-netns", h.NodeNetns,
 			"--api-socket", h.AgentSocket, "--state-dir", stateDir, "--pin-dir", pinDir,
 			// No TCP metrics listener: /metrics is on the socket, and parallel runs would
@@ -193,25 +191,27 @@ func TestAgentKill9DuringTraffic(t *testing.T) {
 	}
 	// Registered before AddPods: runs after the pods' DELs, which need the agent.
 	t.Cleanup(func() {
-		ap.stop(t)
+		if err := ap.Stop(); err != nil {
+			t.Error(err)
+		}
 		if t.Failed() {
-			ap.dumpLogs(t)
+			t.Log(ap.LogTail(150))
 		}
 	})
-	if err := ap.start(); err != nil {
+	if err := ap.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ap.waitHealthy(20 * time.Second); err != nil {
+	if err := ap.WaitHealthy(20 * time.Second); err != nil {
 		t.Fatalf("agent #1: %v", err)
 	}
-	ra := &realAgent{client: ap.client, h: h}
+	ra := &realAgent{client: ap.Client, h: h}
 
 	written := h.AddPods()
 	// If the test stops while no agent runs, start one so that the DELs can deregister.
 	t.Cleanup(func() {
-		if !ap.running() {
-			if err := ap.start(); err == nil {
-				ap.waitHealthy(20 * time.Second)
+		if !ap.Running() {
+			if err := ap.Start(); err == nil {
+				ap.WaitHealthy(20 * time.Second)
 			}
 		}
 	})
@@ -268,7 +268,7 @@ func TestAgentKill9DuringTraffic(t *testing.T) {
 	flips := changedFlows(t, c1, c2, flows)
 	t.Logf("%d places, ports %v: %d flows per comparison; the policy change flips %d", len(h.Places()), ports, len(flows), len(flips))
 
-	watch1 := watchDrops(ap.client, "agent #1", client, server)
+	watch1 := watchDrops(ap.Client, "agent #1", client, server)
 	t.Cleanup(func() { watch1.stop(time.Time{}) })
 
 	// The long-lived connection's server, then every other responder.
@@ -350,7 +350,7 @@ func TestAgentKill9DuringTraffic(t *testing.T) {
 
 	// Phase 0: the agent is up.
 	time.Sleep(time.Second)
-	before, err := ap.client.Endpoints(context.Background())
+	before, err := ap.Client.Endpoints(context.Background())
 	if err != nil || len(before) != len(h.Pods) {
 		t.Fatalf("endpoints before the kill: %v %+v", err, before)
 	}
@@ -360,41 +360,41 @@ func TestAgentKill9DuringTraffic(t *testing.T) {
 
 	// Phase 1: kill -9, no agent for 2 s.
 	pr.enter("agent killed")
-	if err := ap.kill(); err != nil {
+	if err := ap.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("agent #1 (pid %d): %v", ap.pid(), ap.cmd.ProcessState)
-	if _, _, err := ap.client.Health(context.Background()); err == nil {
+	t.Logf("agent #1 (pid %d): %v", ap.Pid(), ap.cmd.ProcessState)
+	if _, _, err := ap.Client.Health(context.Background()); err == nil {
 		t.Errorf("the socket still answers after the kill")
 	}
 	if links, err := os.ReadDir(filepath.Join(pinDir, "links")); err != nil || len(links) != len(h.Pods) {
 		t.Errorf("pinned links with no agent: %v %v", links, err)
 	}
 	time.Sleep(2 * time.Second)
-	if _, _, err := ap.client.Health(context.Background()); err == nil {
+	if _, _, err := ap.Client.Health(context.Background()); err == nil {
 		t.Errorf("something answers on the socket with no agent")
 	}
 
 	// Phase 2: a new agent process, same flags.
 	pr.enter("restarting")
 	restarted := time.Now()
-	if err := ap.start(); err != nil {
+	if err := ap.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ap.waitHealthy(20 * time.Second); err != nil {
+	if err := ap.WaitHealthy(20 * time.Second); err != nil {
 		t.Fatalf("agent #2: %v", err)
 	}
 	healthyAfter := time.Since(restarted)
-	watch2 := watchDrops(ap.client, "agent #2", client, server)
+	watch2 := watchDrops(ap.Client, "agent #2", client, server)
 	t.Cleanup(func() { watch2.stop(time.Time{}) })
-	after, err := ap.client.Endpoints(context.Background())
+	after, err := ap.Client.Endpoints(context.Background())
 	if err != nil {
 		t.Fatalf("endpoints after the restart: %v", err)
 	}
 	checkAdopted(t, before, after)
 	ra.Settle(t, restarted)
 	t.Logf("agent #2 (pid %d): healthy after %v, settled after %v; endpoints right after /healthz: %s",
-		ap.pid(), healthyAfter.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond), endpointStates(after))
+		ap.Pid(), healthyAfter.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond), endpointStates(after))
 	h.CheckPods()
 
 	// Phase 3: restarted; the adopted state matches trace.
@@ -879,141 +879,5 @@ func (k *killProbes) report(t *testing.T) {
 	}
 	if len(k.problems) > 0 {
 		t.Errorf("probe problems (first %d):\n  %s", len(k.problems), strings.Join(k.problems, "\n  "))
-	}
-}
-
-// agentProcess runs `netward agent` as a child process.
-type agentProcess struct {
-	bin    string
-	args   []string
-	dir    string // logs: agent-N.log
-	client *agent.Client
-
-	runs int
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	logs []string
-}
-
-// start starts a new agent process. The process gets SIGKILL when the thread that forked
-// it dies (Pdeathsig), so the fork happens on a thread locked for as long as the process
-// runs: if the test binary dies, so does the agent.
-func (p *agentProcess) start() error {
-	p.runs++
-	logPath := filepath.Join(p.dir, fmt.Sprintf("agent-%d.log", p.runs))
-	f, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	p.logs = append(p.logs, logPath)
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	done := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the agent
-		defer close(done)
-		defer f.Close()
-		if err := cmd.Start(); err != nil {
-			started <- fmt.Errorf("starting the agent: %w", err)
-			return
-		}
-		started <- nil
-		cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		return err
-	}
-	p.cmd, p.done = cmd, done
-	return nil
-}
-
-func (p *agentProcess) pid() int { return p.cmd.Process.Pid }
-
-func (p *agentProcess) running() bool {
-	if p.done == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// waitHealthy waits until /healthz answers 200 on the socket.
-func (p *agentProcess) waitHealthy(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		if !p.running() {
-			return fmt.Errorf("agent (pid %d) exited: %v", p.pid(), p.cmd.ProcessState)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		body, ok, err := p.client.Health(ctx)
-		cancel()
-		if ok {
-			return nil
-		}
-		last = fmt.Sprintf("%q %v", body, err)
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not healthy after %v: %s", timeout, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *agentProcess) kill() error {
-	if !p.running() {
-		return fmt.Errorf("agent %d exited before the kill: %v", p.pid(), p.cmd.ProcessState)
-	}
-	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill -9 %d: %w", p.pid(), err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("agent %d still running 10 s after SIGKILL", p.pid())
-	}
-	if ws, _ := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		return fmt.Errorf("agent %d: %v, want killed by SIGKILL", p.pid(), p.cmd.ProcessState)
-	}
-	return nil
-}
-
-// stop ends a running agent with SIGTERM (as a service manager does), SIGKILL after 10 s.
-func (p *agentProcess) stop(t testing.TB) {
-	if !p.running() {
-		return
-	}
-	syscall.Kill(p.pid(), syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if !p.cmd.ProcessState.Success() {
-			t.Errorf("agent %d stopped with SIGTERM: %v", p.pid(), p.cmd.ProcessState)
-		}
-	case <-time.After(10 * time.Second):
-		t.Errorf("agent %d ignored SIGTERM for 10 s; killing it", p.pid())
-		syscall.Kill(p.pid(), syscall.SIGKILL)
-		<-p.done
-	}
-}
-
-// dumpLogs logs the last lines of every agent run's log.
-func (p *agentProcess) dumpLogs(t testing.TB) {
-	for _, path := range p.logs {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Logf("%s: %v", path, err)
-			continue
-		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(lines) > 150 {
-			lines = lines[len(lines)-150:]
-		}
-		t.Logf("%s (last %d lines):\n%s", filepath.Base(path), len(lines), strings.Join(lines, "\n"))
 	}
 }

@@ -1040,18 +1040,26 @@ func (p *AgentProc) WaitHealthy(timeout time.Duration) error {
 	}
 }
 
-// Kill sends SIGKILL and waits until the process is gone.
+// Pid is the process id of the current (or last) run.
+func (p *AgentProc) Pid() int { return p.cmd.Process.Pid }
+
+// Kill sends SIGKILL and waits until the process is gone, killed by that signal.
 func (p *AgentProc) Kill() error {
 	if !p.Running() {
 		return fmt.Errorf("agent of %s is not running: %v", p.Name, p.cmd.ProcessState)
 	}
-	syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
+	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill -9 the agent of %s: %w", p.Name, err)
+	}
 	select {
 	case <-p.done:
-		return nil
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("agent of %s still running 10 s after SIGKILL", p.Name)
 	}
+	if ws, _ := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		return fmt.Errorf("agent of %s: %v, want killed by SIGKILL", p.Name, p.cmd.ProcessState)
+	}
+	return nil
 }
 
 // Stop ends a running agent with SIGTERM, SIGKILL after 10 s; an exit status other than 0
