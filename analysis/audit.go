@@ -85,6 +85,7 @@ const (
 	CodeL7Shadowed        = "NW101"
 	CodeL7VisibilityOnly  = "NW102"
 	CodeL7ParserConflict  = "NW103"
+	CodeL7NoProxy         = "NW104"
 	CodeSelectsNoPod      = "NW201"
 	CodeSelectsNoPeer     = "NW202"
 	CodeCIDRInCluster     = "NW203"
@@ -116,6 +117,7 @@ func Audit(c *cluster.Cluster, objs *api.Objects) []Finding {
 	a.l7Shadowed()
 	a.l7VisibilityOnly()
 	a.l7ParserConflict()
+	a.l7NoProxy()
 	a.selectsNoPod()
 	a.selectsNoPeer()
 	a.cidrInCluster()
@@ -712,6 +714,45 @@ func (a *auditor) l7VisibilityOnly() {
 				"Set enableDefaultDeny.%s to true (or drop it) if the L7 rules are meant to restrict.",
 				list(podsOf(g.subjects)), dir, list(g.extra["selecting"]), dir, dir, list(g.extra["l7"]),
 				listInOrder(g.ports.strings()), what, dir),
+		})
+	}
+}
+
+// --- NW104: L7 rules netward's agent has no proxy for -------------------------------------------
+
+// l7NoProxy reports redirect entries to a proxy netward does not have (DNS, TLS, a
+// CiliumEnvoyConfig listener): Cilium's proxy would judge those connections; netward's agent
+// denies them (fail closed), so enforcement is narrower than this policy's semantics.
+func (a *auditor) l7NoProxy() {
+	var gs groups
+	for s, egress := range a.compiledDirections() {
+		for _, ke := range s.entries() {
+			if ke.Key.Egress != egress || ke.Entry.Verdict != policy.Redirect || ke.Entry.Parser == policy.ParserHTTP {
+				continue
+			}
+			objs := origins(ke.Entry.Origins)
+			g := gs.get(fmt.Sprint(egress, ke.Entry.Parser, objs))
+			g.egress = egress
+			g.objects = objs
+			g.extra["parser"] = []string{ke.Entry.Parser.String()}
+			lo, hi := ke.Key.PortRange()
+			g.ports.add(PortRange{Proto: ke.Key.Proto, Lo: lo, Hi: hi})
+			g.addSubject(s)
+		}
+	}
+	for _, g := range gs.order {
+		parser := g.extra["parser"][0]
+		a.add(Finding{
+			Code:     CodeL7NoProxy,
+			Severity: SeverityWarning,
+			Title:    "L7 rules netward's agent cannot enforce: " + parser + " redirects are denied",
+			Objects:  g.objects,
+			Pods:     podsOf(g.subjects),
+			Explanation: fmt.Sprintf("Under %s, %s traffic of %s on %s is redirected to Cilium's %s proxy, which would judge each connection or request. "+
+				"netward's agent has no %s proxy: it denies these connections (fail closed), so under netward they do not pass at all, "+
+				"where under Cilium the rules would let the matching ones through (netward trace says so in its \"netward:\" line). "+
+				"Replace the %s rules by L3/L4 rules (ports and peers) to run these pods under netward.",
+				list(g.objects), dirName(g.egress), list(podsOf(g.subjects)), listInOrder(g.ports.strings()), parser, parser, parser),
 		})
 	}
 }
