@@ -463,7 +463,7 @@ func (a *Agent) Health() (string, bool) {
 	case "current":
 		return fmt.Sprintf("ok: enforcing the current policy set (revision %d, %d endpoints)", a.revision, len(a.eps)), true
 	case "last-good":
-		return fmt.Sprintf("ok: enforcing the last good policy set (revision %d); the policy directory is invalid: %s", a.revision, firstIssue(a.lastErr)), true
+		return fmt.Sprintf("ok: enforcing the last good policy set (revision %d); %s is invalid: %s", a.revision, a.sourceName(), firstIssue(a.lastErr)), true
 	case "restored":
 		return fmt.Sprintf("ok: enforcing the pinned state of the previous agent (%d endpoints); no valid policy set loaded yet: %s", len(a.eps), firstIssue(a.lastErr)), true
 	}

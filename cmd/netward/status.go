@@ -43,8 +43,13 @@ per-node status entries are still to be written. Exit 1 when the agent is not he
 			default:
 				return &exitError{2, fmt.Errorf("-o %q: want text or json", output)}
 			}
-			if !healthy(st) {
-				return &exitError{1, fmt.Errorf("agent of %s: enforcing %q", st.Node, st.Enforcing)}
+			// The agent's own verdict (/healthz), not a second opinion computed here.
+			msg, ok, err := c.Health(ctx)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			if !ok {
+				return &exitError{1, fmt.Errorf("agent of %s: %s", st.Node, msg)}
 			}
 			return nil
 		},
@@ -52,11 +57,6 @@ per-node status entries are still to be written. Exit 1 when the agent is not he
 	cf.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
-}
-
-// healthy mirrors the agent's /healthz: the datapath is loaded and enforces a valid set.
-func healthy(st agent.Status) bool {
-	return st.DatapathLoaded && (st.Enforcing == "current" || st.Enforcing == "last-good")
 }
 
 func printStatus(w io.Writer, st agent.Status) {
