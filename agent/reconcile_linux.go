@@ -340,16 +340,20 @@ func (a *Agent) desiredLocked(objs *api.Objects) (*desired, error) {
 	}
 	remap := map[identity.ID]identity.ID{}
 	cidrID := map[netip.Prefix]identity.ID{}
-	preferred, err := deterministicNumbers(merged, c)
-	if err != nil {
-		return nil, err
-	}
+	// The deterministic numbers matter only for label sets without a number yet: computed
+	// once per build, and only when there is one (not on every endpoint change or resync).
+	var preferred map[string]identity.ID
 	for _, id := range c.Engine.SelectorCache().Universe() {
 		st := id.ID
 		if id.ID >= identity.MinCluster {
 			key, scope := identityKey(id)
 			var pref identity.ID
-			if scope == scopePod {
+			if _, numbered := a.alloc.byKey[key]; scope == scopePod && !numbered {
+				if preferred == nil {
+					if preferred, err = deterministicNumbers(merged, c); err != nil {
+						return nil, err
+					}
+				}
 				pref = preferred[id.Labels.String()]
 			}
 			if st = a.alloc.get(key, scope, pref); st == 0 {
