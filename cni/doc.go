@@ -23,8 +23,8 @@
 // The plugin runs in the node's network namespace (runtimes execute it there) and builds:
 //
 //	node netns                                   pod netns (CNI_NETNS)
-//	  nwXXXXXXXXXXX  (host veth, up)  <-- veth -->  eth0 (CNI_IFNAME, up)
-//	  route  <pod IP>/32 dev nwXXX scope link       address <pod IP>/32
+//	  nw<11 hex>  (host veth, up)     <-- veth -->  eth0 (CNI_IFNAME, up)
+//	  route  <pod IP>/32 dev nw<11 hex> scope link  address <pod IP>/32
 //	  neigh  <pod IP> lladdr <eth0 MAC> permanent   route 169.254.1.1 dev eth0 scope link
 //	  net.ipv4.ip_forward = 1                       route default via 169.254.1.1 dev eth0
 //	                                                neigh 169.254.1.1 lladdr <host veth MAC> permanent

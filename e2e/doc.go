@@ -12,7 +12,7 @@
 //	world netns                     node netns                          pod netns (one per Pod)
 //	  lo 198.51.100.10/32             <prefix>up 192.168.50.1/24          eth0 <pod IP>/32
 //	  eth0 192.168.50.2/24 <--veth-->  198.51.100.0/24 via .2              default via 169.254.1.1
-//	  default via 192.168.50.1        nwXXX host veths, <pod IP>/32 routes
+//	  default via 192.168.50.1        nw<11 hex> host veths, <pod IP>/32 routes
 //
 // The node's address 192.168.50.1 is its InternalIP in testdata/cluster ("host" in trace);
 // 198.51.100.10 is neither a pod nor a node, so it is the world. The agent runs in the test

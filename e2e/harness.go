@@ -74,7 +74,7 @@ func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
 //	world netns                     node netns                          pod netns (one per Pod)
 //	  lo 198.51.100.10/32             <prefix>up 192.168.50.1/24          eth0 <pod IP>/32
 //	  eth0 192.168.50.2/24 <--veth-->  198.51.100.0/24 via .2              (set up by netward-cni)
-//	  default via 192.168.50.1        nwXXX host veths, pod /32 routes
+//	  default via 192.168.50.1        nw<11 hex> host veths, pod /32 routes
 //
 // Nothing is configured in the root netns. The world netns is the outside: a router with an
 // address that is neither a pod nor a node.
