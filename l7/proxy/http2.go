@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -149,6 +150,14 @@ func (hc *h2conn) client() (*http2.ClientConn, error) {
 	if err != nil {
 		up.Close()
 		return nil, err
+	}
+	// Until the destination's SETTINGS arrive the transport assumes 100 concurrent
+	// streams, so a burst of client streams could exceed a lower limit and be reset with
+	// PROTOCOL_ERROR. A server's SETTINGS is its first frame (RFC 9113 §3.4), so once the
+	// answer to a PING is read its stream limit is known.
+	if err := cc.Ping(ctx); err != nil {
+		cc.Close()
+		return nil, fmt.Errorf("HTTP/2 connection preface: %w", err)
 	}
 	hc.cc = cc
 	return cc, nil
