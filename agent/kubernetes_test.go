@@ -215,6 +215,15 @@ func TestKubernetesSource(t *testing.T) {
 	for _, p := range testPods {
 		register(t, a1, p)
 	}
+	// On failure (also from t.Fatal in eventually) show what each agent holds.
+	defer func() {
+		if t.Failed() {
+			for _, a := range []*Agent{a1, a2} {
+				b, _ := os.ReadFile(filepath.Join(a.cfg.StateDir, stateFileName))
+				t.Logf("%s state: %s", a.cfg.Node, b)
+			}
+		}
+	}()
 
 	// converged waits until both agents applied a revision after `after` and wrote every
 	// status entry, and node-1's datapath decides as trace does on files.
@@ -279,24 +288,30 @@ func TestKubernetesSource(t *testing.T) {
 
 	// 2. The same labels get the same identity number on both nodes, and it is the
 	// deterministic one.
+	// Pods and policies reach each agent through separate informers, so an agent may
+	// apply a revision with new policies before it sees a relabel: the nodes agree
+	// eventually, not at every revision.
 	sameIdentities := func(what string) {
 		t.Helper()
-		dp1.mu.Lock()
-		dp2.mu.Lock()
-		defer dp1.mu.Unlock()
-		defer dp2.mu.Unlock()
-		for _, ip := range []string{"10.244.1.10", "10.244.1.11", "10.244.1.12", "10.244.2.20"} {
-			p := netip.MustParsePrefix(ip + "/32")
-			id1, ok1 := dp1.ipc[p]
-			id2, ok2 := dp2.ipc[p]
-			if !ok1 || !ok2 || id1 != id2 || id1 < identity.AllocFirst || id1 > identity.AllocLast {
-				t.Errorf("%s: pod %s has identity %d (%v) on node-1 and %d (%v) on node-2", what, ip, id1, ok1, id2, ok2)
+		eventually(t, 30*time.Second, func() string {
+			dp1.mu.Lock()
+			dp2.mu.Lock()
+			defer dp1.mu.Unlock()
+			defer dp2.mu.Unlock()
+			for _, ip := range []string{"10.244.1.10", "10.244.1.11", "10.244.1.12", "10.244.2.20"} {
+				p := netip.MustParsePrefix(ip + "/32")
+				id1, ok1 := dp1.ipc[p]
+				id2, ok2 := dp2.ipc[p]
+				if !ok1 || !ok2 || id1 != id2 || id1 < identity.AllocFirst || id1 > identity.AllocLast {
+					return fmt.Sprintf("%s: pod %s has identity %d (%v) on node-1 and %d (%v) on node-2", what, ip, id1, ok1, id2, ok2)
+				}
 			}
-		}
-		// Each node is itself the host and the other a remote node.
-		if dp1.ipc[netip.MustParsePrefix("192.168.100.1/32")] != identity.Host || dp2.ipc[netip.MustParsePrefix("192.168.100.1/32")] != identity.RemoteNode {
-			t.Errorf("%s: node-1's address: %d on node-1, %d on node-2", what, dp1.ipc[netip.MustParsePrefix("192.168.100.1/32")], dp2.ipc[netip.MustParsePrefix("192.168.100.1/32")])
-		}
+			// Each node is itself the host and the other a remote node.
+			if dp1.ipc[netip.MustParsePrefix("192.168.100.1/32")] != identity.Host || dp2.ipc[netip.MustParsePrefix("192.168.100.1/32")] != identity.RemoteNode {
+				return fmt.Sprintf("%s: node-1's address: %d on node-1, %d on node-2", what, dp1.ipc[netip.MustParsePrefix("192.168.100.1/32")], dp2.ipc[netip.MustParsePrefix("192.168.100.1/32")])
+			}
+			return ""
+		})
 	}
 	sameIdentities("set 1")
 
@@ -363,10 +378,4 @@ func TestKubernetesSource(t *testing.T) {
 		}
 		return ""
 	})
-	if t.Failed() {
-		for _, a := range []*Agent{a1, a2} {
-			b, _ := os.ReadFile(filepath.Join(a.cfg.StateDir, stateFileName))
-			t.Logf("%s state: %s", a.cfg.Node, b)
-		}
-	}
 }
