@@ -203,17 +203,19 @@ type mnRun struct {
 // read back from the API. Then: a policy update and a pod label change; an API server
 // restart; an agent restart (kill -9, with probes of denied flows during the gap); a node
 // removed. After each, enforcement is observed on every node (agent revisions, status.nodes,
-// the flows the change flips) and all pairs are checked again.
+// the flows the change flips) and all pairs are checked again. Last, CNPs with HTTP rules:
+// requests between pods of different nodes through one or two nodes' proxies (l7CrossNode).
 func TestMultiNodeKubernetes(t *testing.T) {
 	r := startMultiNodeRun(t, MultiNodeConfig{})
 	_ = r.phase("Enforce", r.enforce) &&
 		r.phase("PolicyUpdateAndRelabel", r.updateAndRelabel) &&
 		r.phase("APIServerRestart", r.apiServerRestart) &&
 		r.phase("AgentRestart", func() { r.agentRestart("node-2") }) &&
-		r.phase("NodeRemoved", func() { r.nodeRemoved("node-3") })
+		r.phase("NodeRemoved", func() { r.nodeRemoved("node-3") }) &&
+		r.phase("L7", r.l7CrossNode)
 }
 
-// TestMultiNodeKubernetesVXLAN is the first two phases of TestMultiNodeKubernetes with the
+// TestMultiNodeKubernetesVXLAN is the first two phases and the L7 phase of TestMultiNodeKubernetes with the
 // nodes' pod CIDRs routed over a VXLAN overlay instead of natively: pod addresses travel
 // encapsulated, and every node still sees (and judges) the real pod addresses.
 func TestMultiNodeKubernetesVXLAN(t *testing.T) {
@@ -239,7 +241,8 @@ func TestMultiNodeKubernetesVXLAN(t *testing.T) {
 			t.Errorf("%s sent %d packets over vxlan0 during round 1: the cross-node traffic did not take the overlay", n.Name, sent-tx[n.Name])
 		}
 	}
-	r.phase("PolicyUpdateAndRelabel", r.updateAndRelabel)
+	_ = r.phase("PolicyUpdateAndRelabel", r.updateAndRelabel) &&
+		r.phase("L7", r.l7CrossNode)
 }
 
 // startMultiNodeRun builds the cluster of the multi-node tests: three nodes with their
