@@ -30,6 +30,7 @@ type l7Filter struct {
 	proto  uint8
 	lo, hi uint16
 	http   []*l7.HTTPRule
+	dns    []l7.DNSPattern
 	parser L7Parser
 	origin *Origin
 }
@@ -184,7 +185,7 @@ func (b *builder) entry(en *Entry, tier Tier) {
 	if len(en.L4) == 0 {
 		if len(en.L3) > 0 {
 			for _, cs := range peers {
-				b.filter(cs, PortProto{}, true, ParserNone, nil, en, tier)
+				b.filter(cs, PortProto{}, true, ParserNone, l7Lists{}, en, tier)
 			}
 		}
 		return
@@ -199,15 +200,15 @@ func (b *builder) entry(en *Entry, tier Tier) {
 				pp := pp
 				pp.Proto = proto
 				parser := ParserNone
-				var http []*l7.HTTPRule
+				var l7r l7Lists
 				if !en.Deny {
 					if pr.TLS {
 						parser = ParserTLS
 					}
 					if len(pr.DNS) > 0 {
-						parser = ParserDNS
+						parser, l7r.dns = ParserDNS, compileDNS(pr.DNS)
 					} else if proto == ProtoTCP && len(pr.HTTP) > 0 {
-						parser, http = ParserHTTP, pr.HTTP
+						parser, l7r.http = ParserHTTP, pr.HTTP
 					}
 					if pr.Listener != "" {
 						parser = ParserCRD
@@ -215,19 +216,40 @@ func (b *builder) entry(en *Entry, tier Tier) {
 					if parser != ParserNone && !b.dd {
 						// default allow in this direction: Cilium appends an allow-all L7
 						// rule, so L7 rules only give visibility (§2.5).
-						http = nil
+						l7r = l7Lists{}
 					}
 				}
 				for _, cs := range peers {
-					b.filter(cs, pp, false, parser, http, en, tier)
+					b.filter(cs, pp, false, parser, l7r, en, tier)
 				}
 			}
 		}
 	}
 }
 
+// l7Lists are the L7 rules of one port rule: nil lists admit everything.
+type l7Lists struct {
+	http []*l7.HTTPRule
+	dns  []l7.DNSPattern
+}
+
+// compileDNS compiles DNS rules. A rule that does not compile (validation rejects it before)
+// stays in the list as a pattern that matches nothing, so that the list never becomes empty:
+// an empty list would admit every name.
+func compileDNS(rules []DNSRule) []l7.DNSPattern {
+	out := make([]l7.DNSPattern, 0, len(rules))
+	for _, r := range rules {
+		p, err := l7.CompileDNSRule(r.MatchName, r.MatchPattern)
+		if err != nil {
+			p = l7.DNSPattern{Source: "invalid: " + err.Error()}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 // filter adds one (selector, port) filter of an entry.
-func (b *builder) filter(cs *CachedSelector, pp PortProto, l3only bool, parser L7Parser, http []*l7.HTTPRule, en *Entry, tier Tier) {
+func (b *builder) filter(cs *CachedSelector, pp PortProto, l3only bool, parser L7Parser, l7r l7Lists, en *Entry, tier Tier) {
 	prec := precedenceOf(tier, en.Deny, parser)
 	ck := conflictKey{b.egress, pp.Proto, pp.Port, pp.EndPort, pp.Name, cs.Selector.Key()}
 	if !en.Deny && en.Auth != "" {
@@ -250,7 +272,7 @@ func (b *builder) filter(cs *CachedSelector, pp PortProto, l3only bool, parser L
 		if en.Deny {
 			return
 		}
-		f.parser, f.http, f.origin = parser, http, en.Origin
+		f.parser, f.http, f.dns, f.origin = parser, l7r.http, l7r.dns, en.Origin
 		i := dirIndex(b.egress)
 		b.p.l7[i] = append(b.p.l7[i], f)
 	}
@@ -469,7 +491,8 @@ func (p *EndpointPolicy) Lookup(egress bool, peer identity.ID, proto uint8, port
 // admitted it (nil when the allow rule has no HTTP constraint and admits every request).
 type L7Match struct {
 	Origin *Origin
-	Rule   *l7.HTTPRule
+	Rule   *l7.HTTPRule   // the HTTP rule that admitted a request (nil: the rule admits all)
+	DNS    *l7.DNSPattern // the DNS rule that admitted a name (nil: the rule admits all)
 }
 
 // HTTPRules returns the allow rules the proxy consults for requests from/to peer on port:
@@ -490,7 +513,42 @@ func (p *EndpointPolicy) HTTPRules(egress bool, peer *identity.Identity, port ui
 type L7Rules struct {
 	Origin *Origin
 	Parser L7Parser
-	HTTP   []*l7.HTTPRule // nil: every request passes
+	HTTP   []*l7.HTTPRule  // nil: every request passes
+	DNS    []l7.DNSPattern // nil: every name passes
+}
+
+// DNSRules returns the allow rules the DNS proxy consults for lookups to peer on proto and
+// port: every allow rule covering them and selecting the peer, each with its DNS rules (none
+// means every name passes).
+func (p *EndpointPolicy) DNSRules(egress bool, peer *identity.Identity, proto uint8, port uint16) []L7Rules {
+	var out []L7Rules
+	for _, f := range p.l7[dirIndex(egress)] {
+		if (f.proto != proto && f.proto != ProtoAny) || port < f.lo || port > f.hi || !f.selects(peer) {
+			continue
+		}
+		out = append(out, L7Rules{Origin: f.origin, Parser: f.parser, DNS: f.dns})
+	}
+	return out
+}
+
+// AllowsDNS decides a lookup inside a DNS proxy redirect the way Cilium's DNS proxy does:
+// it passes when some allow rule covering the port and the peer admits the name, a rule
+// without DNS rules admitting every name (§2.5).
+func (p *EndpointPolicy) AllowsDNS(egress bool, peer *identity.Identity, proto uint8, port uint16, name string) (bool, []L7Match) {
+	var matches []L7Match
+	for _, r := range p.DNSRules(egress, peer, proto, port) {
+		if r.DNS == nil {
+			matches = append(matches, L7Match{Origin: r.Origin})
+			continue
+		}
+		for i := range r.DNS {
+			if r.DNS[i].Matches(name) {
+				matches = append(matches, L7Match{Origin: r.Origin, DNS: &r.DNS[i]})
+				break
+			}
+		}
+	}
+	return len(matches) > 0, matches
 }
 
 // AllowsHTTP decides a request inside a proxy redirect the way Cilium's Envoy filter does:
