@@ -720,14 +720,14 @@ func (a *auditor) l7VisibilityOnly() {
 
 // --- NW104: L7 rules netward's agent has no proxy for -------------------------------------------
 
-// l7NoProxy reports redirect entries to a proxy netward does not have (DNS, TLS, a
+// l7NoProxy reports redirect entries to a proxy netward does not have (TLS, a
 // CiliumEnvoyConfig listener): Cilium's proxy would judge those connections; netward's agent
 // denies them (fail closed), so enforcement is narrower than this policy's semantics.
 func (a *auditor) l7NoProxy() {
 	var gs groups
 	for s, egress := range a.compiledDirections() {
 		for _, ke := range s.entries() {
-			if ke.Key.Egress != egress || ke.Entry.Verdict != policy.Redirect || ke.Entry.Parser == policy.ParserHTTP {
+			if ke.Key.Egress != egress || ke.Entry.Verdict != policy.Redirect || NetwardProxies(ke.Entry.Parser, egress) {
 				continue
 			}
 			objs := origins(ke.Entry.Origins)

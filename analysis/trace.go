@@ -19,6 +19,8 @@ type Flow struct {
 	Port uint16
 	// HTTP is the request, when the flow is an HTTP request.
 	HTTP *l7.Request
+	// DNS is the question name, when the flow is a DNS lookup (UDP or TCP).
+	DNS string
 }
 
 // Side is one endpoint's verdict on the flow: the source's egress or the destination's
@@ -36,11 +38,14 @@ type Side struct {
 	// SelectedBy are the rules selecting the endpoint in this direction.
 	SelectedBy []string `json:"selectedBy,omitempty"`
 	// HTTP is the proxy's decision when the entry redirects and the flow is a request.
-	HTTP   *HTTPView `json:"http,omitempty"`
-	Reason string    `json:"reason"`
+	HTTP *HTTPView `json:"http,omitempty"`
+	// DNS is the DNS proxy's decision when the entry redirects and the flow is a lookup.
+	DNS    *DNSView `json:"dns,omitempty"`
+	Reason string   `json:"reason"`
 	// Enforcement says where netward's own datapath decides otherwise than Cilium's, whose
-	// semantics Allowed follows: a redirect to a proxy netward does not have (DNS, TLS,
-	// Kafka/CRD) is denied by the agent (fail closed), where Cilium's proxy would judge it.
+	// semantics Allowed follows: a redirect to a proxy netward does not have (TLS,
+	// Kafka/CRD, DNS at ingress) is denied by the agent (fail closed), where Cilium's proxy
+	// would judge it.
 	Enforcement string `json:"enforcement,omitempty"`
 }
 
@@ -57,6 +62,21 @@ type HTTPView struct {
 	Allowed bool     `json:"allowed"`
 	Matched []string `json:"matched,omitempty"` // rules that admitted the request
 	Rules   []string `json:"rules,omitempty"`   // every rule considered
+}
+
+// DNSView is the DNS proxy's decision on a lookup.
+type DNSView struct {
+	Name    string   `json:"name"`
+	Allowed bool     `json:"allowed"`
+	Matched []string `json:"matched,omitempty"` // rules that admitted the name
+	Rules   []string `json:"rules,omitempty"`   // every rule considered
+}
+
+// NetwardProxies reports whether netward's agent has a proxy for redirects of parser in
+// that direction: HTTP both ways, DNS on egress (where DNS rules apply). It denies the
+// others (fail closed).
+func NetwardProxies(parser policy.L7Parser, egress bool) bool {
+	return parser == policy.ParserHTTP || parser == policy.ParserDNS && egress
 }
 
 // Result is a flow's verdict with its explanation.
@@ -161,10 +181,39 @@ func side(c *cluster.Cluster, ep *cluster.Endpoint, peer cluster.Peer, egress bo
 		s.Reason = "allowed by " + origins
 	case policy.Redirect:
 		s.Reason = "allowed and redirected to the " + d.Entry.Parser.String() + " proxy by " + origins
-		if d.Entry.Parser != policy.ParserHTTP {
+		if !NetwardProxies(d.Entry.Parser, egress) {
 			s.Enforcement = "netward's agent has no " + d.Entry.Parser.String() +
 				" proxy: it denies this flow (fail closed) where Cilium's proxy would judge it"
 		}
+	}
+	if d.Entry.Verdict == policy.Redirect && d.Entry.Parser == policy.ParserDNS && f.DNS != "" {
+		name := l7.NormalizeDNSName(f.DNS)
+		ok, matches := p.AllowsDNS(egress, peer.Identity, f.Proto, f.Port, name)
+		dv := &DNSView{Name: name, Allowed: ok}
+		for _, r := range p.DNSRules(egress, peer.Identity, f.Proto, f.Port) {
+			if r.DNS == nil {
+				dv.Rules = append(dv.Rules, r.Origin.String()+": any name")
+				continue
+			}
+			for _, d := range r.DNS {
+				dv.Rules = append(dv.Rules, r.Origin.String()+": "+d.String())
+			}
+		}
+		for _, m := range matches {
+			if m.DNS == nil {
+				dv.Matched = append(dv.Matched, m.Origin.String()+" (no DNS rules: every name passes)")
+			} else {
+				dv.Matched = append(dv.Matched, m.Origin.String()+": "+m.DNS.String())
+			}
+		}
+		s.DNS = dv
+		s.Allowed = ok
+		if ok {
+			s.Reason += "; DNS lookup of " + name + " admitted by " + strings.Join(dv.Matched, ", ")
+		} else {
+			s.Reason += "; DNS lookup of " + name + " matches no DNS rule (answered REFUSED)"
+		}
+		return s
 	}
 	if d.Entry.Verdict == policy.Redirect && f.HTTP != nil {
 		ok, matches := p.AllowsHTTP(egress, peer.Identity, f.Port, f.HTTP)

@@ -9,11 +9,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/netward/netward/analysis"
+	"github.com/netward/netward/l7"
+	"github.com/netward/netward/policy"
 )
 
 func newTraceCommand() *cobra.Command {
 	var in inputFlags
-	var from, to, port, method, path, output string
+	var from, to, port, method, path, dnsName, output string
 	var headers []string
 	cmd := &cobra.Command{
 		Use:   "trace -f PATH --from FROM --to TO --port 80/TCP",
@@ -21,7 +23,7 @@ func newTraceCommand() *cobra.Command {
 		Long: `Decide one flow and explain it. FROM and TO are ns/pod, an IP address, host (the node
 of the pod at the other end) or node:NAME. --port is PORT/PROTO: 80/TCP, 53/UDP, 80/SCTP,
 0/ICMP (an echo request). Add --http-method and --http-path (and --http-header 'Name: value')
-to decide an HTTP request.`,
+to decide an HTTP request, or --dns-name to decide a DNS lookup (with a UDP or TCP port).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" || to == "" || port == "" {
@@ -39,6 +41,18 @@ to decide an HTTP request.`,
 				if f.HTTP, err = analysis.NewRequest(method, path, headers); err != nil {
 					return &exitError{2, fmt.Errorf("--http-header %w", err)}
 				}
+			}
+			if dnsName != "" {
+				if f.HTTP != nil {
+					return &exitError{2, fmt.Errorf("a flow is an HTTP request or a DNS lookup, not both: --dns-name with --http-*")}
+				}
+				if proto != policy.ProtoUDP && proto != policy.ProtoTCP {
+					return &exitError{2, fmt.Errorf("--dns-name needs a UDP or TCP --port, not %s", port)}
+				}
+				if _, err := l7.CompileDNSRule(dnsName, ""); err != nil {
+					return &exitError{2, fmt.Errorf("--dns-name: %w", err)}
+				}
+				f.DNS = dnsName
 			}
 			c, err := in.load(cmd)
 			if err != nil {
@@ -67,6 +81,7 @@ to decide an HTTP request.`,
 	cmd.Flags().StringVar(&method, "http-method", "", "HTTP method of the request")
 	cmd.Flags().StringVar(&path, "http-path", "", "HTTP path of the request")
 	cmd.Flags().StringArrayVar(&headers, "http-header", nil, "HTTP header 'Name: value'; repeatable")
+	cmd.Flags().StringVar(&dnsName, "dns-name", "", "name of a DNS lookup, e.g. api.example.com")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
 }
@@ -91,6 +106,11 @@ func printTrace(w io.Writer, r *analysis.Result) {
 		if s.HTTP != nil {
 			for _, rr := range s.HTTP.Rules {
 				fmt.Fprintf(w, "  http rule:  %s\n", rr)
+			}
+		}
+		if s.DNS != nil {
+			for _, rr := range s.DNS.Rules {
+				fmt.Fprintf(w, "  dns rule:   %s\n", rr)
 			}
 		}
 		fmt.Fprintf(w, "  why:        %s\n", s.Reason)
