@@ -74,11 +74,13 @@ const RedirectTable = "netward_proxy"
 //
 //	nft table ip netward_proxy, chain prerouting (filter hook, priority mangle):
 //	  meta l4proto tcp socket transparent 1 meta mark set 0x0A00 accept
+//	  meta l4proto udp socket transparent 1 meta mark set 0x0A00 accept
 //	      (packets of connections the proxy already holds, client side and the replies to
-//	      its transparent upstream sockets: routed to the local stack. The listeners are
+//	      its transparent upstream sockets, TCP and the DNS proxy's UDP: routed to the
+//	      local stack. The listeners are
 //	      bound to 127.0.0.1, so a lookup for another destination never finds them, which
 //	      is what Cilium's --nowildcard is for.)
-//	  meta mark & 0xffffff00 == port<<16|0x0A00 meta l4proto tcp tproxy to 127.0.0.1:listener
+//	  meta mark & 0xffffff00 == port<<16|0x0A00 meta l4proto tcp|udp tproxy to 127.0.0.1:listener
 //	      (one per rule: new connections to the listener of their proxy port, which listens
 //	      on the loopback address only, so that nothing reaches it but redirects)
 //	ip rule fwmark 0x0A00/0xFF00 lookup <Table> (priority <Priority>)
@@ -166,15 +168,17 @@ func installNFT(rules []ProxyRedirect) error {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		}
 	}
-	socketRule := append(l4(unix.IPPROTO_TCP),
-		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
-		&expr.Immediate{Register: 1, Data: native32(MarkMagicToProxy)},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	)
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: socketRule})
+	for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+		socketRule := append(l4(proto),
+			&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+			&expr.Immediate{Register: 1, Data: native32(MarkMagicToProxy)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+			&expr.Counter{},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		)
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: socketRule})
+	}
 	for _, r := range rules {
 		proto := byte(unix.IPPROTO_TCP)
 		if r.UDP {
