@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netward/netward/analysis"
 	"github.com/netward/netward/cluster"
 	"github.com/netward/netward/datapath"
 	"github.com/netward/netward/identity"
@@ -27,9 +28,10 @@ import (
 //	port = ProxyBasePort + 2*(parser-1) + dir     (dir 1 egress, 0 ingress)
 //	HTTP ingress base, HTTP egress base+1, TLS base+2/3, DNS base+4/5, CRD base+6/7
 //
-// The HTTP ports are served by two l7/proxy instances (one per direction); the ports of the
-// parsers netward has no proxy for are served by fail-closed sockets that take every
-// connection and datagram, report it as denied and drop it. All listen with IP_TRANSPARENT
+// The HTTP ports are served by two l7/proxy instances (one per direction), the egress DNS
+// port by the DNS proxy (agent/dnsproxy_linux.go); the ports of the parsers netward has no
+// proxy for are served by fail-closed sockets that take every connection and datagram,
+// report it as denied and drop it. All listen with IP_TRANSPARENT
 // on 127.0.0.1 in the node's network namespace, where datapath.InstallRedirect's TPROXY
 // rules hand them the marked packets (and nothing else can reach them).
 
@@ -221,39 +223,52 @@ func (p *l7Proxy) dialer(egress bool, timeout time.Duration) func(ctx context.Co
 			return nil, errors.New("proxy dial without a client connection")
 		}
 		judged := !egress || p.ingressRedirects(ci.Src, ci.Dst)
-		mark := int(datapath.FromProxyMark(judged))
-		d := net.Dialer{Timeout: timeout, KeepAlive: -1}
-		v := p.view.Load()
-		transparent := v == nil || !v.local[ci.Dst.Addr().Unmap()]
-		if transparent {
-			d.LocalAddr = &net.TCPAddr{IP: ci.Src.Addr().Unmap().AsSlice()}
-		}
-		d.Control = func(network, address string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark); serr != nil {
-					serr = os.NewSyscallError("setsockopt SO_MARK", serr)
-					return
-				}
-				if transparent {
-					if serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1); serr != nil {
-						serr = os.NewSyscallError("setsockopt IP_TRANSPARENT", serr)
-					}
-				}
-			})
-			return errors.Join(err, serr)
-		}
-		var conn net.Conn
-		err := datapath.InNetns(p.netns, func() error {
-			var err error
-			conn, err = d.DialContext(ctx, network, address)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("dial %s from %s (mark %#x): %w", address, ci.Src.Addr(), mark, err)
-		}
-		return conn, nil
+		return p.dialFrom(ctx, network, ci.Src, ci.Dst, judged, timeout)
 	}
+}
+
+// dialFrom connects to dst from the node's namespace for a proxied client src: from src's
+// address (IP_TRANSPARENT) unless dst is the node itself, marked as the proxy's
+// (datapath.FromProxyMark; judged says whether the proxy took the destination's ingress
+// decision too).
+func (p *l7Proxy) dialFrom(ctx context.Context, network string, src, dst netip.AddrPort, judged bool, timeout time.Duration) (net.Conn, error) {
+	mark := int(datapath.FromProxyMark(judged))
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
+	v := p.view.Load()
+	transparent := v == nil || !v.local[dst.Addr().Unmap()]
+	if transparent {
+		switch network {
+		case "udp", "udp4":
+			d.LocalAddr = &net.UDPAddr{IP: src.Addr().Unmap().AsSlice()}
+		default:
+			d.LocalAddr = &net.TCPAddr{IP: src.Addr().Unmap().AsSlice()}
+		}
+	}
+	d.Control = func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark); serr != nil {
+				serr = os.NewSyscallError("setsockopt SO_MARK", serr)
+				return
+			}
+			if transparent {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1); serr != nil {
+					serr = os.NewSyscallError("setsockopt IP_TRANSPARENT", serr)
+				}
+			}
+		})
+		return errors.Join(err, serr)
+	}
+	var conn net.Conn
+	err := datapath.InNetns(p.netns, func() error {
+		var err error
+		conn, err = d.DialContext(ctx, network, dst.String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s from %s (mark %#x): %w", network, dst, src.Addr(), mark, err)
+	}
+	return conn, nil
 }
 
 // startProxy starts the L7 proxy of a real datapath: listeners in the node's namespace,
@@ -305,8 +320,9 @@ func (a *Agent) startProxy(ctx context.Context) error {
 		}
 	}
 	a.log.Info("L7 proxy started", "httpIngressPort", proxyPortOf(p.base, policy.ParserHTTP, false),
-		"httpEgressPort", proxyPortOf(p.base, policy.ParserHTTP, true), "failClosedPorts",
-		fmt.Sprintf("%d-%d (TLS, DNS, CRD: denied, no proxy)", p.base+2, p.base+7),
+		"httpEgressPort", proxyPortOf(p.base, policy.ParserHTTP, true),
+		"dnsEgressPort", proxyPortOf(p.base, policy.ParserDNS, true), "failClosedPorts",
+		fmt.Sprintf("%d-%d except %d (TLS, DNS at ingress, CRD: denied, no proxy)", p.base+2, p.base+7, proxyPortOf(p.base, policy.ParserDNS, true)),
 		"routeTable", a.cfg.ProxyRouteTable, "rulePriority", a.cfg.ProxyRulePriority)
 	return nil
 }
@@ -380,6 +396,12 @@ func (p *l7Proxy) listen(ctx context.Context) error {
 	}
 	for parser := policy.ParserTLS; parser <= policy.ParserCRD; parser++ {
 		for _, egress := range []bool{false, true} {
+			if analysis.NetwardProxies(parser, egress) {
+				if err := p.listenDNS(ctx); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := p.failClosed(ctx, parser, egress); err != nil {
 				return err
 			}

@@ -320,9 +320,9 @@ type Event struct {
 	// that admitted the request, or, when it was denied, those consulted.
 	Origins []string `json:"origins"`
 
-	// L7 events (one per request the L7 proxy judged; Verdict forwarded, dropped or error,
-	// Reason l7-allowed, l7-denied or l7-error). L7Protocol is "http", or the parser of a
-	// redirect netward has no proxy for (denied, fail closed).
+	// L7 events (one per request or lookup a proxy judged; Verdict forwarded, dropped or
+	// error, Reason l7-allowed, l7-denied or l7-error). L7Protocol is "http", "dns", or the
+	// parser of a redirect netward has no proxy for (denied, fail closed).
 	L7Protocol  string `json:"l7Protocol,omitempty"`
 	HTTPVersion string `json:"httpVersion,omitempty"` // HTTP/1.0, HTTP/1.1, HTTP/2.0
 	HTTPMethod  string `json:"httpMethod,omitempty"`
@@ -335,7 +335,14 @@ type Event struct {
 	// request was forwarded.
 	HTTPStatus    int      `json:"httpStatus,omitempty"`
 	HTTPHeaderOps []string `json:"httpHeaderOps,omitempty"`
-	L7Reason      string   `json:"l7Reason,omitempty"`
+	// DNS lookups the DNS proxy judged (L7Protocol "dns"): the question, the proxy's
+	// verdict (allowed, denied: answered REFUSED, error) and the answer's rcode (NoError,
+	// NXDomain, Refused, ServFail, ...), empty when the client got no answer.
+	DNSName    string `json:"dnsName,omitempty"`
+	DNSType    string `json:"dnsType,omitempty"`
+	DNSVerdict string `json:"dnsVerdict,omitempty"`
+	DNSRcode   string `json:"dnsRcode,omitempty"`
+	L7Reason   string `json:"l7Reason,omitempty"`
 }
 
 // Peer is one side of an event.

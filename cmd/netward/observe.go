@@ -110,6 +110,16 @@ func l7String(ev agent.Event) string {
 	if ev.L7Protocol == "" {
 		return ""
 	}
+	if ev.L7Protocol == "dns" && ev.DNSVerdict != "" {
+		s := fmt.Sprintf("[DNS %s %s %s", ev.DNSType, ev.DNSName, ev.DNSVerdict)
+		if ev.DNSRcode != "" {
+			s += " " + ev.DNSRcode
+		}
+		if ev.L7Reason != "" && ev.DNSVerdict != "allowed" {
+			s += ": " + ev.L7Reason
+		}
+		return s + "]"
+	}
 	if ev.L7Protocol != "http" {
 		return fmt.Sprintf("[%s: %s]", ev.L7Protocol, ev.L7Reason)
 	}

@@ -33,6 +33,13 @@ func TestPrintL7Event(t *testing.T) {
 		t.Errorf("fail-closed DNS event: %s", b.String())
 	}
 	b.Reset()
+	printEvent(&b, agent.Event{Source: agent.Peer{Pod: "a/b"}, Destination: agent.Peer{Pod: "kube-system/dns"}, Proto: "UDP", Port: 53,
+		Direction: "egress", Verdict: "dropped", Reason: "l7-denied", L7Protocol: "dns", DNSName: "evil.io.", DNSType: "A",
+		DNSVerdict: "denied", DNSRcode: "Refused", L7Reason: "no DNS rule admits the name", Origins: []string{"CiliumNetworkPolicy a/dns spec.egress[0]"}})
+	if !strings.Contains(b.String(), "53/UDP egress DROPPED (l7-denied) [DNS A evil.io. denied Refused: no DNS rule admits the name] by CiliumNetworkPolicy a/dns spec.egress[0]") {
+		t.Errorf("DNS proxy event: %s", b.String())
+	}
+	b.Reset()
 	printEvent(&b, agent.Event{Source: agent.Peer{Pod: "a/b"}, Destination: agent.Peer{Pod: "c/d"}, Proto: "TCP", Port: 80})
 	if strings.Contains(b.String(), "[") {
 		t.Errorf("a datapath event printed an L7 part: %s", b.String())
