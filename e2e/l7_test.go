@@ -19,6 +19,7 @@ import (
 	"github.com/netward/netward/analysis"
 	"github.com/netward/netward/cluster"
 	"github.com/netward/netward/cni/cnitest"
+	"github.com/netward/netward/policy"
 )
 
 // l7Request is one request of a session.
@@ -141,7 +142,27 @@ func TestL7EndToEnd(t *testing.T) {
 		t.Errorf("the test must see 200, 403 and dropped outcomes: %v", counts)
 	}
 	checkL7Events(t, h, c1, sessions, open, results)
-	checkFailClosed(t, h, c1, places["other/outsider"], places["shop/open"], 5353)
+	checkFailClosed(t, h, c1, places["other/outsider"], places["shop/open"], 6443)
+	dnsSrv := DNSServe(t, places["shop/open"], 5353)
+	dnsNames := []string{"web.shop.local", "a.b.shop.local", "api.example.com", "API.Example.COM", "evil.io"}
+	var dnsID uint16
+	answered, refused := checkDNS(t, h, c1, "policies-1", dnsSrv, places["other/outsider"], places["shop/open"], 5353, dnsNames, &dnsID)
+	t.Logf("policies-1: DNS through the proxy: %d lookups answered, %d refused", answered, refused)
+	if answered == 0 || refused == 0 {
+		t.Errorf("policies-1: the DNS lookups must be answered and refused: %d answered, %d refused", answered, refused)
+	}
+	// A client without DNS rules (not redirected) reaches the same server directly, after the
+	// proxy answered from its address: nothing of the proxy's is left to catch its lookups.
+	tr, err := TraceDNS(c1, places["shop/api"], places["shop/open"], policy.ProtoUDP, 5353, "evil.io")
+	if err != nil || tr.Egress == nil || tr.Egress.DNS != nil || tr.Egress.Entry != nil && strings.Contains(tr.Egress.Entry.Verdict, "redirect") || ExpectDNS(tr) != DNSAnswered {
+		t.Fatalf("premise: shop/api's lookups to shop/open are allowed and not redirected: %v %+v", err, tr)
+	}
+	for i := range 3 {
+		dnsID++
+		if l := LookupUDP(places["shop/api"], places["shop/open"], 5353, "evil.io", dnsID, 3*time.Second); l.Outcome != DNSAnswered {
+			t.Errorf("lookup %d of a client that is not redirected: %s (%v), want answered by the server", i, l.Outcome, l.Err)
+		}
+	}
 
 	// Change the policies (shop/api's rules change, the shadowing NetworkPolicy goes) and
 	// send again on the connections that are still open.
@@ -173,9 +194,21 @@ func TestL7EndToEnd(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("policies-2: outcomes %v; %d requests changed verdict with the policy", counts, flipped)
+	// The DNS rules changed too: lookups follow the new rules at once (UDP, and TCP on a new
+	// connection; the proxy judges each lookup when it arrives).
+	dnsSrv.Reset()
+	answered, refused = checkDNS(t, h, c2, "policies-2", dnsSrv, places["other/outsider"], places["shop/open"], 5353, dnsNames, &dnsID)
+	for _, name := range dnsNames {
+		r1, err1 := TraceDNS(c1, places["other/outsider"], places["shop/open"], policy.ProtoUDP, 5353, name)
+		r2, err2 := TraceDNS(c2, places["other/outsider"], places["shop/open"], policy.ProtoUDP, 5353, name)
+		if err1 == nil && err2 == nil && ExpectDNS(r1) != ExpectDNS(r2) {
+			flipped++
+		}
+	}
+	t.Logf("policies-2: DNS: %d lookups answered, %d refused", answered, refused)
+	t.Logf("policies-2: outcomes %v; %d requests and lookups changed verdict with the policy", counts, flipped)
 	if flipped == 0 {
-		t.Error("policies-2 changes no request's verdict: the re-check proves nothing")
+		t.Error("policies-2 changes no request's or lookup's verdict: the re-check proves nothing")
 	}
 
 	// Restart: while no agent runs, the redirect plumbing stays, so a redirected connection
@@ -318,21 +351,21 @@ func checkL7Events(t *testing.T, h *Harness, c *cluster.Cluster, sessions []l7Se
 	t.Logf("events: %d proxied requests, each found on /v1/events", len(want))
 }
 
-// checkFailClosed sends TCP and UDP to a port whose redirect goes to a parser netward has
-// no proxy for (DNS): trace says the datapath redirects it, and the agent must deny it
-// (the TCP connection is reset without reaching the destination, the datagram dropped) and
-// report both on /v1/events.
+// checkFailClosed connects to a port whose redirect goes to a parser netward has no proxy
+// for (TLS): trace says the datapath redirects it and that netward denies it, and the agent
+// must reset the connection without it reaching the destination, and report it on
+// /v1/events.
 func checkFailClosed(t *testing.T, h *Harness, c *cluster.Cluster, from, to Place, port uint16) {
 	t.Helper()
 	tr, err := analysis.Trace(c, analysis.Flow{From: from.Name, To: to.Name, Proto: 6, Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr.Egress == nil || tr.Egress.Entry == nil || !strings.Contains(tr.Egress.Entry.Verdict, "dns") {
-		t.Fatalf("%s -> %s:%d: trace does not redirect to the DNS proxy: %s", from.Name, to.Name, port, tr.Reason)
+	if tr.Egress == nil || tr.Egress.Entry == nil || !strings.Contains(tr.Egress.Entry.Verdict, "tls") {
+		t.Fatalf("%s -> %s:%d: trace does not redirect to the TLS proxy: %s", from.Name, to.Name, port, tr.Reason)
 	}
 	if !strings.Contains(tr.Egress.Enforcement, "denies this flow") {
-		t.Errorf("%s -> %s:%d: trace does not say that netward denies the DNS redirect: %q", from.Name, to.Name, port, tr.Egress.Enforcement)
+		t.Errorf("%s -> %s:%d: trace does not say that netward denies the TLS redirect: %q", from.Name, to.Name, port, tr.Egress.Enforcement)
 	}
 	HTTPServe(t, to, port) // something to reach, were the redirect not enforced
 	var tcpErr error
@@ -352,39 +385,112 @@ func checkFailClosed(t *testing.T, h *Harness, c *cluster.Cluster, from, to Plac
 	if err != nil {
 		t.Fatal(err)
 	}
-	var u *net.UDPConn
-	err = cnitest.InNetns(from.Netns, func() error {
-		var err error
-		u, err = net.DialUDP("udp4", &net.UDPAddr{IP: from.Addr.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(to.Addr, port)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
 	if tcpErr == nil || !(errors.Is(tcpErr, syscall.ECONNRESET) || errors.Is(tcpErr, io.EOF) || errors.Is(tcpErr, syscall.ECONNREFUSED)) {
-		t.Errorf("TCP to a DNS redirect: %v, want the connection reset", tcpErr)
+		t.Errorf("TCP to a TLS redirect: %v, want the connection reset", tcpErr)
 	}
-	want := map[string]bool{"TCP": false, "UDP": false}
-	deadline := time.Now().Add(5 * time.Second)
+	found := false
 	cl := agent.NewClient(h.AgentSocket)
-	for time.Now().Before(deadline) && (!want["TCP"] || !want["UDP"]) {
-		// Datagrams may be lost without any policy involved: send until one is reported.
-		if _, err := u.Write([]byte("query")); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for deadline := time.Now().Add(5 * time.Second); !found && time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		cl.Events(ctx, agent.EventFilter{Pod: from.Name}, func(ev agent.Event) error {
-			if ev.L7Protocol == "dns" && ev.Verdict == "dropped" && ev.Source.IP == from.Addr.String() &&
+			if ev.L7Protocol == "tls" && ev.Verdict == "dropped" && ev.Source.IP == from.Addr.String() &&
 				ev.Destination.IP == to.Addr.String() && ev.Port == port && strings.Contains(ev.L7Reason, "fail closed") {
-				want[ev.Proto] = true
+				found = true
 			}
 			return nil
 		})
 		cancel()
-		time.Sleep(50 * time.Millisecond)
 	}
-	if !want["TCP"] || !want["UDP"] {
-		t.Errorf("fail-closed DNS redirect: denied events seen %v, want tcp and udp", want)
+	if !found {
+		t.Errorf("fail-closed TLS redirect: no denied event on /v1/events")
 	}
+}
+
+// checkDNS sends lookups over UDP (one socket each) and TCP (one connection for all) to a
+// DNS server whose port the source's egress redirects to the DNS proxy: every outcome
+// (answered by the server, REFUSED by the proxy, no answer when dropped) must equal netward
+// trace --dns-name; the server must see an allowed lookup from the client's own address and
+// never a refused one; each lookup must have its event on /v1/events. It returns how many
+// lookups were answered and refused.
+func checkDNS(t *testing.T, h *Harness, c *cluster.Cluster, what string, srv *DNSServer, from, to Place, port uint16, names []string, id *uint16) (answered, refused int) {
+	t.Helper()
+	sess, err := NewDNSTCPSession(from, to, port, 1500*time.Millisecond)
+	if err != nil {
+		t.Fatalf("%s: DNS over TCP to %s:%d: %v", what, to.Name, port, err)
+	}
+	defer sess.Close()
+	type key struct{ name, proto, verdict string }
+	want := map[key]int{}
+	for _, name := range names {
+		for _, proto := range []uint8{policy.ProtoUDP, policy.ProtoTCP} {
+			*id++
+			var l DNSLookup
+			if proto == policy.ProtoUDP {
+				l = LookupUDP(from, to, port, name, *id, 3*time.Second)
+			} else {
+				l = sess.Lookup(name, *id, 3*time.Second)
+			}
+			tr, err := TraceDNS(c, from, to, proto, port, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exp := ExpectDNS(tr)
+			desc := fmt.Sprintf("%s: %s -> %s:%d/%s lookup %s", what, from.Name, to.Name, port, l.Proto, name)
+			if l.Outcome != exp {
+				t.Errorf("%s: %s (%v), trace says %s (%s)", desc, l.Outcome, l.Err, exp, tr.Reason)
+				continue
+			}
+			seen := srv.Seen(strings.ToLower(name) + ".")
+			switch exp {
+			case DNSAnswered:
+				answered++
+				if len(seen) == 0 || seen[len(seen)-1] != from.Addr {
+					t.Errorf("%s: answered, but the server saw it from %v, want %s", desc, seen, from.Addr)
+				}
+				want[key{strings.ToLower(name) + ".", l.Proto, "allowed"}]++
+			case DNSRefused:
+				refused++
+				if len(seen) > 0 {
+					t.Errorf("%s: refused, but the server saw it from %v", desc, seen)
+				}
+				want[key{strings.ToLower(name) + ".", l.Proto, "denied"}]++
+			}
+		}
+	}
+	cl := agent.NewClient(h.AgentSocket)
+	var missing []string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got := map[key]int{}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		cl.Events(ctx, agent.EventFilter{Pod: from.Name}, func(ev agent.Event) error {
+			if ev.L7Protocol == "dns" && ev.DNSName != "" && ev.Source.IP == from.Addr.String() && ev.Destination.IP == to.Addr.String() {
+				got[key{ev.DNSName, strings.ToLower(ev.Proto), ev.DNSVerdict}]++
+			}
+			return nil
+		})
+		cancel()
+		missing = missing[:0]
+		for k, n := range want {
+			if got[k] < n {
+				missing = append(missing, fmt.Sprintf("%s over %s %s (%d of %d)", k.name, k.proto, k.verdict, got[k], n))
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%s: lookups without their event on /v1/events:\n  %s", what, strings.Join(missing, "\n  "))
+	}
+	if t.Failed() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		cl.Events(ctx, agent.EventFilter{Pod: from.Name}, func(ev agent.Event) error {
+			if ev.L7Protocol == "dns" {
+				t.Logf("%s: DNS event: %s %s:%d -> %s:%d %s %s %s %s: %s", what, ev.Proto, ev.Source.IP, ev.SrcPort, ev.Destination.IP, ev.Port, ev.DNSName, ev.DNSVerdict, ev.DNSRcode, ev.Verdict, ev.L7Reason)
+			}
+			return nil
+		})
+		cancel()
+	}
+	return answered, refused
 }
