@@ -106,7 +106,7 @@ several nodes and their pods can live on one machine.`,
 	f.StringVar(&cfg.ClusterName, "cluster-name", "", "cluster name (io.cilium.k8s.policy.cluster); default \"default\"")
 	f.DurationVar(&cfg.Debounce, "debounce", 0, "quiet time after a change in DIR before it is applied (default 10ms)")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", 0, "how often DIR is polled besides inotify (default 200ms)")
-	f.IntVar(&cfg.ProxyBasePort, "proxy-base-port", agent.DefaultProxyBasePort, "first of the L7 proxy's 8 ports (127.0.0.1 in the node's namespace): HTTP ingress, HTTP egress, then TLS, DNS and CRD (denied: no proxy for them)")
+	f.IntVar(&cfg.ProxyBasePort, "proxy-base-port", agent.DefaultProxyBasePort, "first of the L7 proxy's 8 ports (127.0.0.1 in the node's namespace): HTTP ingress, HTTP egress, TLS (denied: no proxy), DNS ingress (denied) and egress (the DNS proxy), CRD (denied)")
 	f.IntVar(&cfg.ProxyRouteTable, "proxy-route-table", 2004, "routing table of the proxy's local route (ip rule fwmark 0x0A00/0xFF00 lookup TABLE)")
 	f.IntVar(&cfg.ProxyRulePriority, "proxy-rule-priority", 9, "priority of the proxy's fwmark ip rule")
 	f.IntVar(&cfg.ProxyMaxConns, "proxy-max-conns", 20000, "open client connections per proxy direction (beyond: 503)")
