@@ -10,6 +10,7 @@ import (
 
 	"github.com/netward/netward/agent"
 	"github.com/netward/netward/cluster"
+	"github.com/netward/netward/policy"
 )
 
 // The L7 round of the multi-node tests: HTTP rules on ports no earlier round used (8181,
@@ -23,6 +24,9 @@ import (
 //     nodes: /shop/b passes the first and is denied by the second).
 //   - prom-http-out: prom's egress admits GET /metrics to pay on 8182 (an egress redirect
 //     whose upstream crosses nodes to a destination that does not redirect).
+//   - web-http-out also has DNS rules for the pay pods on 8153 (a DNS server there): the
+//     web pod's node's DNS proxy answers *.pay.local from the server on the other node and
+//     refuses the rest.
 const mnPoliciesL7 = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: pay-http, namespace: pay}
@@ -44,6 +48,8 @@ spec:
         - {method: GET, path: "/shop/a.*"}
   - fromEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: mon}}]
     toPorts: [{ports: [{port: "8182", protocol: TCP}]}]
+  - fromEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: shop}}]
+    toPorts: [{ports: [{port: "8153", protocol: ANY}]}]
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -57,6 +63,11 @@ spec:
       rules:
         http:
         - {method: GET, path: "/shop/(a|b)"}
+  - toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: pay, app: pay}}]
+    toPorts:
+    - ports: [{port: "8153", protocol: ANY}]
+      rules:
+        dns: [{matchPattern: "*.pay.local"}]
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -86,9 +97,11 @@ func (r *mnRun) l7CrossNode() {
 	for _, p := range m.Places() {
 		places[p.Name] = p
 	}
+	dnsServers := map[string]*DNSServer{}
 	for _, name := range []string{"pay/pay-1", "pay/pay-2"} {
 		if p, ok := places[name]; ok {
 			HTTPServe(t, p, 8181, 8182)
+			dnsServers[name] = DNSServe(t, p, 8153)
 		}
 	}
 	pay := []l7Request{
@@ -136,6 +149,7 @@ func (r *mnRun) l7CrossNode() {
 		checkL7Session(t, c, "L7 round", sess, s, calls, false, counts)
 	}
 	r.checkNodeL7Events(events)
+	r.dnsCrossNode(c, places, dnsServers)
 	t.Logf("L7 round: outcomes %v; %d requests between pods of different nodes, %d of them through a proxy", counts, cross, crossProxied)
 	if counts[HTTPOK] == 0 || counts[HTTPDenied] == 0 || counts[HTTPDropped] == 0 || crossProxied == 0 {
 		t.Errorf("the L7 round must see 200, 403 and dropped outcomes, and proxied requests across nodes: %v, %d across nodes", counts, crossProxied)
@@ -224,5 +238,75 @@ func (r *mnRun) checkNodeL7Events(want map[string]map[l7EventKey]int) {
 	t.Logf("L7 round: %d verdicts on requests between nodes, each found on the judging node's /v1/events", total)
 	if total == 0 {
 		t.Error("no cross-node request was judged by a proxy: the event check proves nothing")
+	}
+}
+
+// dnsCrossNode sends DNS lookups (UDP, and TCP on one connection) from the web pods to the
+// DNS servers on the pay pods: each outcome must equal trace --dns-name, allowed lookups must
+// reach the server from the client's address, refused ones never.
+func (r *mnRun) dnsCrossNode(c *cluster.Cluster, places map[string]Place, servers map[string]*DNSServer) {
+	t := r.t
+	t.Helper()
+	names := []string{"a.pay.local", "x.y.pay.local", "evil.io"}
+	var id uint16
+	outcomes := map[string]int{}
+	crossAnswered, crossRefused := 0, 0
+	for _, fromName := range []string{"shop/web-1", "shop/web-2"} {
+		for toName, srv := range servers {
+			from, okFrom := places[fromName]
+			to, okTo := places[toName]
+			if !okFrom || !okTo {
+				continue
+			}
+			sess, err := NewDNSTCPSession(from, to, 8153, 1500*time.Millisecond)
+			for _, name := range names {
+				for _, proto := range []uint8{policy.ProtoUDP, policy.ProtoTCP} {
+					id++
+					var l DNSLookup
+					switch {
+					case proto == policy.ProtoUDP:
+						l = LookupUDP(from, to, 8153, name, id, 3*time.Second)
+					case err != nil:
+						l = DNSLookup{Name: name, Proto: "tcp", Outcome: DNSNoAnswer, Err: err}
+					default:
+						l = sess.Lookup(name, id, 3*time.Second)
+					}
+					tr, terr := TraceDNS(c, from, to, proto, 8153, name)
+					if terr != nil {
+						t.Fatal(terr)
+					}
+					want := ExpectDNS(tr)
+					outcomes[l.Outcome]++
+					desc := fmt.Sprintf("L7 round: %s -> %s:8153/%s lookup %s", fromName, toName, l.Proto, name)
+					if l.Outcome != want {
+						t.Errorf("%s: %s (%v), trace says %s (%s)", desc, l.Outcome, l.Err, want, tr.Reason)
+						continue
+					}
+					seen := srv.Seen(name + ".")
+					switch {
+					case want == DNSAnswered && (len(seen) == 0 || seen[len(seen)-1] != from.Addr):
+						t.Errorf("%s: answered, but the server saw it from %v, want %s", desc, seen, from.Addr)
+					case want == DNSRefused && len(seen) > 0:
+						t.Errorf("%s: refused, but the server saw it from %v", desc, seen)
+					}
+					if r.nodeOf(from) != r.nodeOf(to) {
+						switch want {
+						case DNSAnswered:
+							crossAnswered++
+						case DNSRefused:
+							crossRefused++
+						}
+					}
+				}
+				srv.Reset()
+			}
+			if sess != nil {
+				sess.Close()
+			}
+		}
+	}
+	t.Logf("L7 round: DNS lookups %v; between nodes %d answered through the DNS proxy, %d refused", outcomes, crossAnswered, crossRefused)
+	if crossAnswered == 0 || crossRefused == 0 {
+		t.Errorf("the L7 round must see DNS lookups answered and refused across nodes: %d answered, %d refused", crossAnswered, crossRefused)
 	}
 }
