@@ -213,6 +213,9 @@ func (b *builder) entry(en *Entry, tier Tier) {
 					if pr.Listener != "" {
 						parser = ParserCRD
 					}
+					if parser != ParserDNS {
+						l7r.dns = nil // DNS rules only reach the DNS proxy
+					}
 					if parser != ParserNone && !b.dd {
 						// default allow in this direction: Cilium appends an allow-all L7
 						// rule, so L7 rules only give visibility (§2.5).

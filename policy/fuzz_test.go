@@ -81,6 +81,14 @@ var fzHTTPRules = func() []*l7.HTTPRule {
 	}
 }()
 
+// fzDNSRules and fzDNSNames: rules and names where every kind of pattern matches some names
+// and not others.
+var (
+	fzDNSRules = []DNSRule{{MatchPattern: "*"}, {MatchPattern: "*.example.com"}, {MatchPattern: "**.example.com"},
+		{MatchName: "api.example.com"}, {MatchPattern: "a*.io"}, {MatchName: "Example.COM"}}
+	fzDNSNames = []string{"api.example.com.", "a.b.example.com.", "example.com.", "ab.io.", "x.io.", "API.example.com"}
+)
+
 func fzRequest(g *fzGen) *l7.Request {
 	req := &l7.Request{
 		Method: fzPick(g, "GET", "POST", "PUT", "DELETE"),
@@ -324,7 +332,9 @@ func fzL7(g *fzGen, pr PortRule, ingress bool) PortRule {
 	case n < 58:
 		pr.TLS = true
 	case n < 66:
-		pr.DNS = []DNSRule{{MatchPattern: "*"}}
+		for range 1 + g.intn(2) {
+			pr.DNS = append(pr.DNS, fzPick(g, fzDNSRules...))
+		}
 	case n < 70:
 		pr.Listener = "envoy/listener"
 	}
@@ -604,7 +614,7 @@ func (f refFlow) String() string {
 
 // fzStats counts what a comparison exercised, to keep the generator honest.
 type fzStats struct {
-	flows, notEnforced, allow, deny, redirected, http, httpAllowed, conflicts int
+	flows, notEnforced, allow, deny, redirected, http, httpAllowed, dns, dnsAllowed, conflicts int
 }
 
 // checkWorld compares the compiled policy of every pod with the reference on nflows random
@@ -670,6 +680,21 @@ func fzCheckWorld(t testing.TB, g *fzGen, w *fzWorld, nflows int, st *fzStats) {
 				}
 				if want.Redirect != ParserNone {
 					st.redirected++
+				}
+				if want.Redirect == ParserDNS && f.egress && (f.proto == ProtoUDP || f.proto == ProtoTCP) {
+					for range 3 {
+						name := fzPick(g, fzDNSNames...)
+						wantDNS := ref.AllowsDNS(f, name)
+						gotDNS, _ := p.AllowsDNS(f.egress, f.peer, f.proto, f.port, name)
+						st.dns++
+						if wantDNS {
+							st.dnsAllowed++
+						}
+						if gotDNS != wantDNS {
+							t.Fatalf("DNS mismatch\nflow: %s\nname: %s\nengine: %v reference: %v\nL7 rules: %+v\n%smap:\n%s",
+								f, name, gotDNS, wantDNS, p.DNSRules(f.egress, f.peer, f.proto, f.port), w, p.Map)
+						}
+					}
 				}
 				if want.Redirect == ParserNone || f.proto != ProtoTCP {
 					continue
@@ -762,6 +787,10 @@ func TestCompiledMatchesReferenceRandom(t *testing.T) {
 		}
 	}
 	t.Logf("%+v", st)
+	// The generator must reach the L7 decisions, with both outcomes.
+	if st.http == 0 || st.httpAllowed == 0 || st.httpAllowed == st.http || st.dns == 0 || st.dnsAllowed == 0 || st.dnsAllowed == st.dns {
+		t.Errorf("the random worlds exercise too little L7: %+v", st)
+	}
 }
 
 // ---------------------------------------------------------------------------------------

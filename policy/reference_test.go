@@ -130,6 +130,14 @@ func refHTTP(pr PortRule, proto uint8) []*l7.HTTPRule {
 	return pr.HTTP
 }
 
+// refDNS returns the DNS rules the DNS proxy applies for a port rule (nil: every name).
+func refDNS(pr PortRule, proto uint8) []DNSRule {
+	if refParser(pr, proto) != ParserDNS {
+		return nil
+	}
+	return pr.DNS
+}
+
 // refListenerRank orders proxies by Cilium's listener priority: HTTP first, then TLS, DNS,
 // CRD; a redirect to a higher-ranked proxy outranks the others (§4 precedence byte).
 var refListenerRank = map[L7Parser]int{ParserNone: 0, ParserCRD: 1, ParserDNS: 2, ParserTLS: 3, ParserHTTP: 4}
@@ -204,6 +212,42 @@ func (r refPolicy) AllowsHTTP(f refFlow, req *l7.Request) bool {
 			}
 			for _, h := range rules {
 				if h.Matches(req) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// AllowsDNS decides a lookup of name inside a DNS redirect the way Cilium's DNS proxy
+// does, rule by rule: some allow rule selecting the peer and port admits the name; one
+// without DNS rules (or an L3-only one) admits every name; in a direction without default
+// deny every name passes (§2.5).
+func (r refPolicy) AllowsDNS(f refFlow, name string) bool {
+	entries := r.selecting(f.subject, f.egress)
+	defaultDeny := false
+	for _, en := range entries {
+		defaultDeny = defaultDeny || en.DefaultDeny
+	}
+	if !defaultDeny {
+		return true
+	}
+	for _, en := range entries {
+		ok, prs := r.match(en, f)
+		if !ok || en.Deny {
+			continue
+		}
+		if len(prs) == 0 {
+			return true
+		}
+		for _, pr := range prs {
+			rules := refDNS(pr, f.proto)
+			if len(rules) == 0 {
+				return true
+			}
+			for _, d := range rules {
+				if p, err := l7.CompileDNSRule(d.MatchName, d.MatchPattern); err == nil && p.Matches(name) {
 					return true
 				}
 			}

@@ -17,9 +17,11 @@
 // server sees the client, and sets SO_MARK, so that the datapath does not redirect the
 // proxy's own traffic again. Config.ReplyUDP sends an answer from the original destination's
 // address (a stub resolver drops an answer from any other address);
-// TransparentReplier does it with sockets bound to that foreign address with
-// IP_TRANSPARENT, kept per address (at most 64). Over TCP the accepted connection already
-// has the right addresses.
+// TransparentReplier does it with a socket made for each answer, bound to that foreign
+// address with IP_TRANSPARENT and connected to the client (a socket kept bound to the
+// server's address would receive other clients' datagrams through the node's
+// socket-transparent rule). Over TCP the accepted connection already has the right
+// addresses.
 //
 // # Judgement
 //
