@@ -137,7 +137,7 @@ func (p *l7Proxy) listenDNS(ctx context.Context) error {
 
 // publishDNSEvent turns a DNS proxy record into an agent event (GET /v1/events).
 func (a *Agent) publishDNSEvent(e dnsproxy.Event) {
-	a.events.publish(a.convertDNSEvent(e))
+	a.publishL7(a.convertDNSEvent(e))
 }
 
 func (a *Agent) convertDNSEvent(e dnsproxy.Event) Event {

@@ -15,6 +15,7 @@ type metrics struct {
 	regen        prometheus.Histogram
 	apply        prometheus.Histogram
 	policyErrors prometheus.Counter
+	l7           *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.001, .0025, .005, .01, .02, .03, .05, .075, .1, .15, .25, .5, 1, 2.5, 5}
@@ -35,7 +36,11 @@ func newMetrics(a *Agent) *metrics {
 		Name: "netward_policy_errors_total",
 		Help: "Policy sets rejected as invalid (the last valid set kept enforcing).",
 	})
-	m.reg.MustRegister(m.regen, m.apply, m.policyErrors,
+	m.l7 = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "netward_l7_requests_total",
+		Help: "HTTP requests and DNS lookups the L7 proxies judged, and redirected connections and datagrams the ports without a proxy refused, by protocol (http, dns, tls, crd), direction and verdict (allowed, denied, error).",
+	}, []string{"protocol", "direction", "verdict"})
+	m.reg.MustRegister(m.regen, m.apply, m.policyErrors, m.l7,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "netward_endpoints",
 			Help: "Endpoints registered with the agent.",

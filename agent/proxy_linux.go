@@ -506,7 +506,22 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // publishProxyEvent turns a proxy access-log record into an agent event in the stream of
 // `netward observe` (GET /v1/events).
 func (a *Agent) publishProxyEvent(e proxy.Event) {
-	a.events.publish(a.convertProxyEvent(e))
+	a.publishL7(a.convertProxyEvent(e))
+}
+
+// publishL7 counts an L7 verdict (netward_l7_requests_total) and sends it to /v1/events.
+func (a *Agent) publishL7(ev Event) {
+	if a.metrics != nil {
+		verdict := "error"
+		switch ev.Verdict {
+		case "forwarded":
+			verdict = "allowed"
+		case "dropped":
+			verdict = "denied"
+		}
+		a.metrics.l7.WithLabelValues(ev.L7Protocol, ev.Direction, verdict).Inc()
+	}
+	a.events.publish(ev)
 }
 
 func (a *Agent) convertProxyEvent(e proxy.Event) Event {
