@@ -8,12 +8,13 @@ import (
 	"strings"
 
 	"github.com/netward/netward/cluster"
+	"github.com/netward/netward/l7"
 	"github.com/netward/netward/policy"
 )
 
 // Expectation is one line of an expect file:
 //
-//	FROM TO PORT/PROTO VERDICT [http METHOD PATH [Header-Name:value ...]]
+//	FROM TO PORT/PROTO VERDICT [http METHOD PATH [Header-Name:value ...] | dns NAME]
 type Expectation struct {
 	Line    int
 	Text    string
@@ -72,7 +73,7 @@ func ParseExpectations(r io.Reader) ([]Expectation, []error) {
 			errs = append(errs, fmt.Errorf("line %d: %s", n, fmt.Sprintf(format, a...)))
 		}
 		if len(fs) < 4 {
-			fail("want FROM TO PORT/PROTO allow|deny [http METHOD PATH [Header:value ...]], got %d fields", len(fs))
+			fail("want FROM TO PORT/PROTO allow|deny [http METHOD PATH [Header:value ...] | dns NAME], got %d fields", len(fs))
 			continue
 		}
 		proto, port, err := ParsePortProto(fs[2])
@@ -89,9 +90,23 @@ func ParseExpectations(r io.Reader) ([]Expectation, []error) {
 			fail("verdict %q: want allow or deny", fs[3])
 			continue
 		}
-		if len(fs) > 4 {
+		if len(fs) > 4 && strings.EqualFold(fs[4], "dns") {
+			if len(fs) != 6 {
+				fail("dns needs exactly one NAME")
+				continue
+			}
+			if proto != policy.ProtoUDP && proto != policy.ProtoTCP {
+				fail("dns lookups are UDP or TCP, not %s", policy.ProtoName(proto))
+				continue
+			}
+			if _, err := l7.CompileDNSRule(fs[5], ""); err != nil {
+				fail("dns name: %v", err)
+				continue
+			}
+			e.Flow.DNS = fs[5]
+		} else if len(fs) > 4 {
 			if !strings.EqualFold(fs[4], "http") {
-				fail("%q: the only L7 protocol is http", fs[4])
+				fail("%q: the L7 protocols are http and dns", fs[4])
 				continue
 			}
 			if len(fs) < 7 {
@@ -124,6 +139,7 @@ type CheckedFlow struct {
 	To       string  `json:"to"`
 	Port     string  `json:"port"`
 	HTTP     string  `json:"http,omitempty"`
+	DNS      string  `json:"dns,omitempty"`
 	Expected string  `json:"expected"`
 	Actual   string  `json:"actual"`
 	Pass     bool    `json:"pass"`
@@ -153,6 +169,7 @@ func Check(c *cluster.Cluster, exps []Expectation) (*CheckReport, []error) {
 		if e.Flow.HTTP != nil {
 			cf.HTTP = e.Flow.HTTP.Method + " " + e.Flow.HTTP.Path
 		}
+		cf.DNS = e.Flow.DNS
 		cf.Pass = cf.Expected == cf.Actual
 		if cf.Pass {
 			rep.Passed++

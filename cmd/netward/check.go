@@ -73,6 +73,9 @@ Exit 0 when every line holds, 1 when any does not, 2 on invalid input.`,
 					if f.HTTP != "" {
 						desc += " http " + f.HTTP
 					}
+					if f.DNS != "" {
+						desc += " dns " + f.DNS
+					}
 					fmt.Fprintf(w, "%s line %d: %s: expected %s, got %s\n    %s\n", status, f.Line, desc, f.Expected, f.Actual, f.Reason)
 				}
 				fmt.Fprintf(w, "%d passed, %d failed\n", rep.Passed, rep.Failed)

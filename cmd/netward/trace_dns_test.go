@@ -52,3 +52,16 @@ func TestTraceDNSName(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckDNSLines(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "all.yaml", dnsPolicyCluster)
+	exp := writeFile(t, t.TempDir(), "e.tsv", `x/app x/dns 53/UDP allow dns api.example.com
+x/app x/dns 53/TCP deny  dns example.com
+x/app x/dns 53/UDP allow dns evil.io
+`)
+	out, _, code := run(t, "", "check", "-f", dir, "--expect", exp)
+	if code != 1 || !strings.Contains(out, "2 passed, 1 failed") || !strings.Contains(out, "dns evil.io") {
+		t.Errorf("code %d\n%s", code, out)
+	}
+}
