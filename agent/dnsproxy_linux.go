@@ -11,7 +11,6 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/netward/netward/datapath"
-	"github.com/netward/netward/identity"
 	"github.com/netward/netward/l7/dnsproxy"
 	"github.com/netward/netward/l7/proxy"
 	"github.com/netward/netward/policy"
@@ -162,21 +161,8 @@ func (a *Agent) convertDNSEvent(e dnsproxy.Event) Event {
 	if e.Rcode >= 0 {
 		ev.DNSRcode = strings.TrimPrefix(dnsmessage.RCode(e.Rcode).String(), "RCode")
 	}
-	switch e.Verdict {
-	case dnsproxy.VerdictAllowed:
-		ev.Verdict, ev.Reason = "forwarded", "l7-allowed"
-	case dnsproxy.VerdictDenied:
-		ev.Verdict, ev.Reason = "dropped", "l7-denied"
-	default:
-		ev.Verdict, ev.Reason = "error", "l7-error"
-	}
-	name := func(addr netip.Addr) Peer {
-		if p, ok := v.peers[addr]; ok {
-			return p
-		}
-		return Peer{IP: addr.String(), Kind: "world", Identity: uint32(identity.World)}
-	}
-	ev.Source, ev.Destination = name(e.Src.Addr().Unmap()), name(e.Dst.Addr().Unmap())
+	ev.Verdict, ev.Reason = l7Outcome(e.Verdict == dnsproxy.VerdictAllowed, e.Verdict == dnsproxy.VerdictDenied)
+	ev.Source, ev.Destination = v.l7Peer(e.Src.Addr()), v.l7Peer(e.Dst.Addr())
 	ev.Endpoint = ev.Source.Pod
 	return ev
 }

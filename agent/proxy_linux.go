@@ -509,6 +509,27 @@ func (a *Agent) publishProxyEvent(e proxy.Event) {
 	a.publishL7(a.convertProxyEvent(e))
 }
 
+// l7Outcome is an L7 event's verdict and reason: forwarded (allowed), dropped (denied) or
+// error.
+func l7Outcome(allowed, denied bool) (verdict, reason string) {
+	switch {
+	case allowed:
+		return "forwarded", "l7-allowed"
+	case denied:
+		return "dropped", "l7-denied"
+	}
+	return "error", "l7-error"
+}
+
+// l7Peer names an address of an L7 event: the pod or node the view knows, else the world.
+func (v *view) l7Peer(addr netip.Addr) Peer {
+	addr = addr.Unmap()
+	if p, ok := v.peers[addr]; ok {
+		return p
+	}
+	return Peer{IP: addr.String(), Kind: "world", Identity: uint32(identity.World)}
+}
+
 // publishL7 counts an L7 verdict (netward_l7_requests_total) and sends it to /v1/events.
 func (a *Agent) publishL7(ev Event) {
 	if a.metrics != nil {
@@ -552,21 +573,8 @@ func (a *Agent) convertProxyEvent(e proxy.Event) Event {
 	for _, op := range e.HeaderOps {
 		ev.HTTPHeaderOps = append(ev.HTTPHeaderOps, op.String())
 	}
-	switch e.Verdict {
-	case proxy.VerdictAllowed:
-		ev.Verdict, ev.Reason = "forwarded", "l7-allowed"
-	case proxy.VerdictDenied:
-		ev.Verdict, ev.Reason = "dropped", "l7-denied"
-	default:
-		ev.Verdict, ev.Reason = "error", "l7-error"
-	}
-	name := func(addr netip.Addr) Peer {
-		if p, ok := v.peers[addr]; ok {
-			return p
-		}
-		return Peer{IP: addr.String(), Kind: "world", Identity: uint32(identity.World)}
-	}
-	ev.Source, ev.Destination = name(e.Src.Addr().Unmap()), name(e.Dst.Addr().Unmap())
+	ev.Verdict, ev.Reason = l7Outcome(e.Verdict == proxy.VerdictAllowed, e.Verdict == proxy.VerdictDenied)
+	ev.Source, ev.Destination = v.l7Peer(e.Src.Addr()), v.l7Peer(e.Dst.Addr())
 	if e.Egress {
 		ev.Direction = "egress"
 		ev.Endpoint = ev.Source.Pod
