@@ -44,4 +44,12 @@
 // Flows are every ordered pair of places with a pod at one end, times every port of the
 // compiled policy maps (PolicyPorts: exact ports and range ends) plus ControlPort, each with
 // TCP, UDP and SCTP, plus an ICMP echo request (trace's 0/ICMP).
+//
+// # L7 and more nodes
+//
+// l7_test.go sends HTTP requests (HTTPSession) and DNS lookups (LookupUDP, DNSTCPSession)
+// through the agent's proxies and compares each outcome with trace given the request or
+// the name; l7_masq_test.go does it through a masquerading node. multinode.go builds three
+// nodes on a fabric fed by a real kube-apiserver, with an L7 phase across nodes
+// (multinode_l7_test.go).
 package e2e
