@@ -431,6 +431,9 @@ func (a *Agent) Status() Status {
 	if a.cfg.Kubernetes != nil {
 		st.Kubernetes = a.cfg.KubernetesName
 	}
+	if a.l7 != nil {
+		st.Proxy = a.l7.status()
+	}
 	if a.kube != nil {
 		for _, oe := range a.kube.invalid {
 			st.InvalidPolicies = append(st.InvalidPolicies, issuesOf(oe)...)

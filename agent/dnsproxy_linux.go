@@ -118,6 +118,7 @@ func (p *l7Proxy) listenDNS(ctx context.Context) error {
 		return fmt.Errorf("DNS proxy port %d: %w", port, err)
 	}
 	p.closer = append(p.closer, func() { dp.Close(); ln.Close(); uc.Close() })
+	p.dns = dp
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()

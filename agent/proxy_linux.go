@@ -18,6 +18,7 @@ import (
 	"github.com/netward/netward/cluster"
 	"github.com/netward/netward/datapath"
 	"github.com/netward/netward/identity"
+	"github.com/netward/netward/l7/dnsproxy"
 	"github.com/netward/netward/l7/proxy"
 	"github.com/netward/netward/policy"
 )
@@ -78,6 +79,30 @@ type l7Proxy struct {
 	view   atomic.Pointer[proxyView]
 	closer []func()
 	wg     sync.WaitGroup
+	// The proxies, for status: HTTP by direction (0 ingress, 1 egress) and DNS.
+	http [2]*proxy.Proxy
+	dns  *dnsproxy.Proxy
+}
+
+// status is what the proxies hold now.
+func (p *l7Proxy) status() *ProxyStatus {
+	st := &ProxyStatus{
+		HTTPIngressPort: proxyPortOf(p.base, policy.ParserHTTP, false),
+		HTTPEgressPort:  proxyPortOf(p.base, policy.ParserHTTP, true),
+		DNSPort:         proxyPortOf(p.base, policy.ParserDNS, true),
+	}
+	for _, h := range p.http {
+		if h != nil {
+			s := h.Stats()
+			st.HTTPOpenConnections += s.Open
+			st.HTTPRefusedConnections += s.Refused
+		}
+	}
+	if p.dns != nil {
+		s := p.dns.Stats()
+		st.DNSInFlight, st.DNSTCPConnections, st.DNSDropped = s.InFlight, s.TCPConns, s.Dropped+s.TCPRefused
+	}
+	return st
 }
 
 // proxyView is what the deciders read: the built cluster (identities in cluster.Build's
@@ -386,6 +411,7 @@ func (p *l7Proxy) listen(ctx context.Context) error {
 			return fmt.Errorf("listen on %d: %w", port, err)
 		}
 		p.closer = append(p.closer, func() { pr.Close() })
+		p.http[b2i(egress)] = pr
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -507,6 +533,13 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // `netward observe` (GET /v1/events).
 func (a *Agent) publishProxyEvent(e proxy.Event) {
 	a.publishL7(a.convertProxyEvent(e))
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // l7Outcome is an L7 event's verdict and reason: forwarded (allowed), dropped (denied) or

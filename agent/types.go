@@ -257,6 +257,26 @@ type Status struct {
 	Identities     int          `json:"identities"`
 	IPCacheEntries int          `json:"ipcacheEntries"`
 	MetricsError   string       `json:"metricsError,omitempty"`
+	// Proxy is the L7 proxies' state; nil when they do not run (no eBPF datapath).
+	Proxy *ProxyStatus `json:"proxy,omitempty"`
+}
+
+// ProxyStatus is what the agent's L7 proxies hold now (the verdicts are counted in the
+// metric netward_l7_requests_total and reported on /v1/events).
+type ProxyStatus struct {
+	HTTPIngressPort uint16 `json:"httpIngressPort"`
+	HTTPEgressPort  uint16 `json:"httpEgressPort"`
+	DNSPort         uint16 `json:"dnsPort"`
+	// HTTPOpenConnections are the client connections open on both HTTP proxies;
+	// HTTPRefusedConnections counts those refused beyond --proxy-max-conns since start.
+	HTTPOpenConnections    int64 `json:"httpOpenConnections"`
+	HTTPRefusedConnections int64 `json:"httpRefusedConnections"`
+	// DNSInFlight are the UDP lookups being judged or forwarded; DNSTCPConnections the open
+	// TCP client connections; DNSDropped counts lookups and connections dropped beyond the
+	// limits since start.
+	DNSInFlight       int64 `json:"dnsInFlight"`
+	DNSTCPConnections int64 `json:"dnsTcpConnections"`
+	DNSDropped        int64 `json:"dnsDropped"`
 }
 
 // PolicyError is a rejected load of the policy directory: nothing of it was applied.

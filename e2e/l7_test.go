@@ -142,6 +142,11 @@ func TestL7EndToEnd(t *testing.T) {
 		t.Errorf("the test must see 200, 403 and dropped outcomes: %v", counts)
 	}
 	checkL7Events(t, h, c1, sessions, open, results)
+	// The kept-alive sessions are open in the proxies, which the agent's status shows.
+	if st := ag.(*realAgent).a.Status().Proxy; st == nil || st.HTTPIngressPort != agent.DefaultProxyBasePort ||
+		st.DNSPort != agent.DefaultProxyBasePort+5 || st.HTTPOpenConnections == 0 {
+		t.Errorf("agent status of the proxies: %+v, want their ports and the open connections", st)
+	}
 	checkFailClosed(t, h, c1, places["other/outsider"], places["shop/open"], 6443)
 	dnsSrv := DNSServe(t, places["shop/open"], 5353)
 	dnsNames := []string{"web.shop.local", "a.b.shop.local", "api.example.com", "API.Example.COM", "evil.io"}

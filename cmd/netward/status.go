@@ -81,6 +81,10 @@ func printStatus(w io.Writer, st agent.Status) {
 	}
 	fmt.Fprintf(w, "datapath:    %s, %s\n", loaded, mode)
 	fmt.Fprintf(w, "endpoints:   %d; identities %d; ipcache entries %d\n", st.Endpoints, st.Identities, st.IPCacheEntries)
+	if p := st.Proxy; p != nil {
+		fmt.Fprintf(w, "L7 proxies:  HTTP on %d (ingress) and %d (egress), %d open connections (%d refused since start); DNS on %d, %d lookups in flight, %d TCP connections (%d dropped since start)\n",
+			p.HTTPIngressPort, p.HTTPEgressPort, p.HTTPOpenConnections, p.HTTPRefusedConnections, p.DNSPort, p.DNSInFlight, p.DNSTCPConnections, p.DNSDropped)
+	}
 	if st.Kubernetes != "" {
 		fmt.Fprintf(w, "status:      %d policy status entries to write\n", st.StatusPending)
 	}

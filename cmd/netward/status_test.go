@@ -45,10 +45,13 @@ func TestStatusCommand(t *testing.T) {
 	at := time.Date(2026, 11, 25, 21, 0, 0, 0, time.UTC)
 	cluster := agent.Status{Node: "node-1", Kubernetes: "prod", PolicyRevision: 12, Enforcing: "current",
 		Endpoints: 3, DatapathLoaded: true, Identities: 9, IPCacheEntries: 14, LastGoodLoad: &at, StatusPending: 2,
-		InvalidPolicies: []agent.ObjectIssue{{Object: "CiliumNetworkPolicy shop/bad", Field: "spec.ingress[0].fromCIDR[0]", Message: "not a CIDR"}}}
+		InvalidPolicies: []agent.ObjectIssue{{Object: "CiliumNetworkPolicy shop/bad", Field: "spec.ingress[0].fromCIDR[0]", Message: "not a CIDR"}},
+		Proxy: &agent.ProxyStatus{HTTPIngressPort: 15100, HTTPEgressPort: 15101, DNSPort: 15105, HTTPOpenConnections: 7, HTTPRefusedConnections: 1,
+			DNSInFlight: 2, DNSTCPConnections: 3, DNSDropped: 4}}
 	out, errOut, code := run(t, "", "status", "--api-socket", statusAgent(t, cluster, "ok: enforcing the current policy set", true))
 	for _, want := range []string{"source:      cluster prod", "enforcing:   current, policy revision 12 (applied 2026-11-25T21:00:00Z)",
-		"2 policy status entries to write", "1 invalid policy issue(s)", "CiliumNetworkPolicy shop/bad: spec.ingress[0].fromCIDR[0]: not a CIDR"} {
+		"2 policy status entries to write", "1 invalid policy issue(s)", "CiliumNetworkPolicy shop/bad: spec.ingress[0].fromCIDR[0]: not a CIDR",
+		"L7 proxies:  HTTP on 15100 (ingress) and 15101 (egress), 7 open connections (1 refused since start); DNS on 15105, 2 lookups in flight, 3 TCP connections (4 dropped since start)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -62,7 +65,7 @@ func TestStatusCommand(t *testing.T) {
 			Errors: []agent.ObjectIssue{{File: "/etc/netward/p.yaml", Document: 2, Object: "CiliumNetworkPolicy shop/x", Field: "spec.egres", Message: "unknown field"}}}}
 	out, errOut, code = run(t, "", "status", "--api-socket", statusAgent(t, dir, "not ready: no valid policy set loaded", false))
 	if code != 1 || !strings.Contains(errOut, "not ready: no valid policy set loaded") || !strings.Contains(out, "source:      directory /etc/netward") || !strings.Contains(out, "/etc/netward/p.yaml (document 2): CiliumNetworkPolicy shop/x: spec.egres: unknown field") ||
-		strings.Contains(out, "status entries") {
+		strings.Contains(out, "status entries") || strings.Contains(out, "L7 proxies") {
 		t.Errorf("unhealthy directory agent: exit %d\n%s", code, out)
 	}
 	out, _, code = run(t, "", "status", "--api-socket", statusAgent(t, cluster, "ok", true), "-o", "json")
