@@ -1,6 +1,8 @@
 package analysis_test
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -112,5 +114,27 @@ func TestTraceDNSLookup(t *testing.T) {
 		if !tc.allowed && !strings.Contains(r.Reason, "REFUSED") {
 			t.Errorf("%s: reason %q does not say the lookup is refused", tc.name, r.Reason)
 		}
+	}
+}
+
+// The matrix names the DNS rules of a DNS redirect, as it does HTTP rules: a port whose
+// lookups are restricted lists the rules; one where some rule admits every name says so.
+func TestMatrixShowsDNSRules(t *testing.T) {
+	c := build(t, dnsAndHTTP)
+	m, err := analysis.BuildMatrix(context.Background(), c, analysis.MatrixOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, cn := range m.Connections {
+		if cn.From.Namespace == "shop" && strings.Contains(cn.From.Name, "app") && strings.Contains(cn.To.Name, "dns") {
+			for _, p := range cn.Ports {
+				got = append(got, p.String())
+			}
+		}
+	}
+	want := "UDP 53 [DNS matchName: shop.svc.cluster.local | matchPattern: *.example.com]"
+	if !slices.Contains(got, want) {
+		t.Fatalf("app -> dns: %q, want %q among them", got, want)
 	}
 }

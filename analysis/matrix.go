@@ -64,6 +64,9 @@ type PortRange struct {
 	// HTTP lists the HTTP rules that restrict requests; empty with Proxied means every
 	// request passes the proxy.
 	HTTP []string `json:"http,omitempty"`
+	// DNS lists the DNS rules that restrict lookups (Parser "dns"); empty means every name
+	// passes the DNS proxy.
+	DNS []string `json:"dns,omitempty"`
 }
 
 // String renders "TCP 8080", "UDP 1000-2000", "ICMP type 8", "any", with L7 notes.
@@ -89,6 +92,10 @@ func (r PortRange) String() string {
 	}
 	switch {
 	case !r.Proxied:
+	case r.Parser == "dns" && len(r.DNS) == 0:
+		s += " [DNS any name]"
+	case r.Parser == "dns":
+		s += " [DNS " + strings.Join(r.DNS, " | ") + "]"
 	case r.Parser != "" && r.Parser != "http":
 		s += " [" + strings.ToUpper(r.Parser) + " proxy]"
 	case len(r.HTTP) == 0:
@@ -388,10 +395,11 @@ type decision struct {
 	proxied bool
 	parser  string
 	http    []string // nil with proxied: every request passes
+	dns     []string // nil with proxied: every name passes
 }
 
 func (d decision) equal(o decision) bool {
-	return d.allowed == o.allowed && d.proxied == o.proxied && d.parser == o.parser && slices.Equal(d.http, o.http)
+	return d.allowed == o.allowed && d.proxied == o.proxied && d.parser == o.parser && slices.Equal(d.http, o.http) && slices.Equal(d.dns, o.dns)
 }
 
 // portSegment is a run of ports of one protocol with one decision.
@@ -505,8 +513,11 @@ func computeSide(p *policy.EndpointPolicy, egress bool, peer *identity.Identity)
 		if r.Found && r.Entry.Verdict == policy.Redirect {
 			d.proxied = true
 			d.parser = r.Entry.Parser.String()
-			if r.Entry.Parser == policy.ParserHTTP {
+			switch r.Entry.Parser {
+			case policy.ParserHTTP:
 				d.http = httpSummary(p, egress, peer, port)
+			case policy.ParserDNS:
+				d.dns = dnsSummary(p, egress, peer, proto, port)
 			}
 		}
 		return d
@@ -570,10 +581,12 @@ func (mc *matrixCache) intersect(eg, in *sideSet) []PortRange {
 		d := decision{allowed: true, proxied: a.d.proxied || b.d.proxied}
 		if d.proxied {
 			d.http = mergeHTTP(a.d, b.d)
+			d.dns = mergeDNS(a.d, b.d)
 			d.parser = mergeParser(a.d, b.d)
 		}
-		r := PortRange{Proto: a.proto, Lo: uint16(lo), Hi: uint16(hi), Proxied: d.proxied, Parser: d.parser, HTTP: d.http}
-		if n := len(out); n > 0 && out[n-1].Proto == r.Proto && uint32(out[n-1].Hi)+1 == lo && out[n-1].Proxied == r.Proxied && out[n-1].Parser == r.Parser && slices.Equal(out[n-1].HTTP, r.HTTP) {
+		r := PortRange{Proto: a.proto, Lo: uint16(lo), Hi: uint16(hi), Proxied: d.proxied, Parser: d.parser, HTTP: d.http, DNS: d.dns}
+		if n := len(out); n > 0 && out[n-1].Proto == r.Proto && uint32(out[n-1].Hi)+1 == lo && out[n-1].Proxied == r.Proxied && out[n-1].Parser == r.Parser &&
+			slices.Equal(out[n-1].HTTP, r.HTTP) && slices.Equal(out[n-1].DNS, r.DNS) {
 			out[n-1].Hi = r.Hi
 		} else {
 			out = append(out, r)
@@ -598,6 +611,18 @@ func mergeHTTP(a, b decision) []string {
 	for _, d := range []decision{a, b} {
 		if d.proxied && len(d.http) > 0 {
 			out = append(out, d.http...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// mergeDNS combines the DNS rules of two sides (only egress has them).
+func mergeDNS(a, b decision) []string {
+	var out []string
+	for _, d := range []decision{a, b} {
+		if d.proxied && len(d.dns) > 0 {
+			out = append(out, d.dns...)
 		}
 	}
 	slices.Sort(out)
@@ -653,6 +678,22 @@ func httpSummary(p *policy.EndpointPolicy, egress bool, peer *identity.Identity,
 		}
 		for _, h := range r.HTTP {
 			out = append(out, h.String())
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// dnsSummary lists the DNS rules restricting lookups; nil when some allow rule admits every
+// name.
+func dnsSummary(p *policy.EndpointPolicy, egress bool, peer *identity.Identity, proto uint8, port uint16) []string {
+	var out []string
+	for _, r := range p.DNSRules(egress, peer, proto, port) {
+		if r.DNS == nil {
+			return nil
+		}
+		for _, d := range r.DNS {
+			out = append(out, d.String())
 		}
 	}
 	slices.Sort(out)
