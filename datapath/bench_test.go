@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/netward/netward/identity"
@@ -165,57 +164,16 @@ func benchPolicy(tb testing.TB, n int) []policy.KeyEntry {
 	return entries
 }
 
-// newBenchTopology is newTopology for benchmarks (testing.TB), with the client namespace
-// tuned for a connect+close loop: a wide ephemeral port range and TIME_WAIT reuse.
+// newBenchTopology is newTopology with the client namespace tuned for a connect+close
+// loop: a wide ephemeral port range and TIME_WAIT reuse.
 func newBenchTopology(tb testing.TB) *topology {
 	tb.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
 		tb.Skip("SKIPPED: ip not installed (apt-get install iproute2)")
 	}
-	id := fmt.Sprintf("%d%03d", os.Getpid()%100000, topoSeq.Add(1)%1000)
-	tp := &topology{
-		node: "nwt" + id + "n", podA: "nwt" + id + "a", podB: "nwt" + id + "b",
-		hostA: "nw" + id + "a", hostB: "nw" + id + "b",
-		addrA: netip.MustParseAddr("10.200.0.10"), addrB: netip.MustParseAddr("10.200.0.11"),
-	}
-	for _, ns := range []string{tp.node, tp.podA, tp.podB} {
-		ipCmd(tb, "netns", "add", ns)
-		tb.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ipCmd(tb, "-n", ns, "link", "set", "lo", "up")
-	}
-	sysctl := func(ns, kv string) {
-		if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", kv).CombinedOutput(); err != nil {
-			tb.Fatalf("sysctl %s in %s: %v %s", kv, ns, err, out)
-		}
-	}
-	sysctl(tp.node, "net.ipv4.ip_forward=1")
-	sysctl(tp.podA, "net.ipv4.ip_local_port_range=1024 65000")
-	sysctl(tp.podA, "net.ipv4.tcp_tw_reuse=1")
-	for _, p := range []struct {
-		pod, host string
-		addr      netip.Addr
-		ifindex   *uint32
-	}{{tp.podA, tp.hostA, tp.addrA, &tp.ifindexA}, {tp.podB, tp.hostB, tp.addrB, &tp.ifindexB}} {
-		ipCmd(tb, "link", "add", p.host, "netns", tp.node, "type", "veth", "peer", "name", "eth0", "netns", p.pod)
-		ipCmd(tb, "-n", tp.node, "link", "set", p.host, "up")
-		ipCmd(tb, "-n", tp.node, "addr", "add", gatewayAddr.String()+"/32", "dev", p.host)
-		ipCmd(tb, "-n", tp.node, "route", "add", p.addr.String()+"/32", "dev", p.host)
-		ipCmd(tb, "-n", p.pod, "link", "set", "eth0", "up")
-		ipCmd(tb, "-n", p.pod, "addr", "add", p.addr.String()+"/32", "dev", "eth0")
-		ipCmd(tb, "-n", p.pod, "route", "add", gatewayAddr.String(), "dev", "eth0", "scope", "link")
-		ipCmd(tb, "-n", p.pod, "route", "add", "default", "via", gatewayAddr.String(), "dev", "eth0")
-		err := inNetns(tp.nsPath(tp.node), func() error {
-			l, err := netlink.LinkByName(p.host)
-			if err != nil {
-				return err
-			}
-			*p.ifindex = uint32(l.Attrs().Index)
-			return nil
-		})
-		if err != nil {
-			tb.Fatal(err)
-		}
-	}
+	tp := newTopology(tb)
+	nsSysctl(tb, tp.podA, "net.ipv4.ip_local_port_range=1024 65000")
+	nsSysctl(tb, tp.podA, "net.ipv4.tcp_tw_reuse=1")
 	return tp
 }
 

@@ -224,7 +224,15 @@ func ipCmd(t testing.TB, args ...string) {
 	}
 }
 
-func newTopology(t *testing.T) *topology {
+// nsSysctl sets one sysctl in a named network namespace.
+func nsSysctl(t testing.TB, ns, kv string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", kv).CombinedOutput(); err != nil {
+		t.Fatalf("sysctl %s in %s: %v %s", kv, ns, err, out)
+	}
+}
+
+func newTopology(t testing.TB) *topology {
 	t.Helper()
 	id := fmt.Sprintf("%d%03d", os.Getpid()%100000, topoSeq.Add(1)%1000)
 	tp := &topology{
@@ -237,10 +245,7 @@ func newTopology(t *testing.T) *topology {
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 		ipCmd(t, "-n", ns, "link", "set", "lo", "up")
 	}
-	out, err := exec.Command("ip", "netns", "exec", tp.node, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip_forward in the node netns: %v %s", err, out)
-	}
+	nsSysctl(t, tp.node, "net.ipv4.ip_forward=1")
 	for _, p := range []struct {
 		pod, host string
 		addr      netip.Addr
