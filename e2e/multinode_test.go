@@ -619,11 +619,18 @@ func (r *mnRun) apiServerRestart() {
 	}
 	g.Stop(t)
 	// A policy change made after the restart is enforced on every node.
-	d := r.apply(mnPolicies3, "CiliumClusterwideNetworkPolicy prom-scrape")
-	t.Logf("round 3 (after the restart) enforced in %v", d.Round(time.Millisecond))
-	c, flows, flips := r.next(m.Places(), IsPodPlace)
-	r.waitFlips("the change after the API server restart", c, flips)
-	r.check("round 3 (after the API server restart)", c, flows)
+	r.changeRound("round 3 (after the API server restart)", mnPolicies3, "CiliumClusterwideNetworkPolicy prom-scrape")
+}
+
+// changeRound applies manifests through the API and waits until every node enforces them,
+// then until the flows they flip show the new verdict, then checks every flow.
+func (r *mnRun) changeRound(what, manifests string, changed ...string) {
+	r.t.Helper()
+	d := r.apply(manifests, changed...)
+	r.t.Logf("%s enforced in %v", what, d.Round(time.Millisecond))
+	c, flows, flips := r.next(r.m.Places(), IsPodPlace)
+	r.waitFlips(what, c, flips)
+	r.check(what, c, flows)
 	r.c = c
 }
 
@@ -690,12 +697,7 @@ func (r *mnRun) agentRestart(node string) {
 	}
 	r.check("after the agent restart", r.c, flows)
 	// A change after the restart is enforced by the new agent too.
-	d := r.apply(mnPolicies4)
-	t.Logf("round 4 (after the agent restart) enforced in %v", d.Round(time.Millisecond))
-	c, flows, flips := r.next(m.Places(), IsPodPlace)
-	r.waitFlips("the change after the agent restart", c, flips)
-	r.check("round 4 (after the agent restart)", c, flows)
-	r.c = c
+	r.changeRound("round 4 (after the agent restart)", mnPolicies4)
 }
 
 func (r *mnRun) nodeRemoved(node string) {
