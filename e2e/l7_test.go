@@ -411,6 +411,31 @@ func checkFailClosed(t *testing.T, h *Harness, c *cluster.Cluster, from, to Plac
 	}
 }
 
+// judgeLookup compares a lookup's outcome with trace --dns-name on c, and checks what the
+// server saw: an answered lookup came from the client's own address, a refused one never
+// reached it. It returns the outcome when it matched trace, "" otherwise (reported).
+func judgeLookup(t *testing.T, c *cluster.Cluster, what string, srv *DNSServer, from, to Place, proto uint8, port uint16, l DNSLookup) string {
+	t.Helper()
+	tr, err := TraceDNS(c, from, to, proto, port, l.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ExpectDNS(tr)
+	desc := fmt.Sprintf("%s: %s -> %s:%d/%s lookup %s", what, from.Name, to.Name, port, l.Proto, l.Name)
+	if l.Outcome != want {
+		t.Errorf("%s: %s (%v), trace says %s (%s)", desc, l.Outcome, l.Err, want, tr.Reason)
+		return ""
+	}
+	seen := srv.Seen(strings.ToLower(l.Name) + ".")
+	switch {
+	case want == DNSAnswered && (len(seen) == 0 || seen[len(seen)-1] != from.Addr):
+		t.Errorf("%s: answered, but the server saw it from %v, want %s", desc, seen, from.Addr)
+	case want == DNSRefused && len(seen) > 0:
+		t.Errorf("%s: refused, but the server saw it from %v", desc, seen)
+	}
+	return want
+}
+
 // checkDNS sends lookups over UDP (one socket each) and TCP (one connection for all) to a
 // DNS server whose port the source's egress redirects to the DNS proxy: every outcome
 // (answered by the server, REFUSED by the proxy, no answer when dropped) must equal netward
@@ -435,29 +460,12 @@ func checkDNS(t *testing.T, h *Harness, c *cluster.Cluster, what string, srv *DN
 			} else {
 				l = sess.Lookup(name, *id, 3*time.Second)
 			}
-			tr, err := TraceDNS(c, from, to, proto, port, name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			exp := ExpectDNS(tr)
-			desc := fmt.Sprintf("%s: %s -> %s:%d/%s lookup %s", what, from.Name, to.Name, port, l.Proto, name)
-			if l.Outcome != exp {
-				t.Errorf("%s: %s (%v), trace says %s (%s)", desc, l.Outcome, l.Err, exp, tr.Reason)
-				continue
-			}
-			seen := srv.Seen(strings.ToLower(name) + ".")
-			switch exp {
+			switch judgeLookup(t, c, what, srv, from, to, proto, port, l) {
 			case DNSAnswered:
 				answered++
-				if len(seen) == 0 || seen[len(seen)-1] != from.Addr {
-					t.Errorf("%s: answered, but the server saw it from %v, want %s", desc, seen, from.Addr)
-				}
 				want[key{strings.ToLower(name) + ".", l.Proto, "allowed"}]++
 			case DNSRefused:
 				refused++
-				if len(seen) > 0 {
-					t.Errorf("%s: refused, but the server saw it from %v", desc, seen)
-				}
 				want[key{strings.ToLower(name) + ".", l.Proto, "denied"}]++
 			}
 		}

@@ -271,24 +271,8 @@ func (r *mnRun) dnsCrossNode(c *cluster.Cluster, places map[string]Place, server
 					default:
 						l = sess.Lookup(name, id, 3*time.Second)
 					}
-					tr, terr := TraceDNS(c, from, to, proto, 8153, name)
-					if terr != nil {
-						t.Fatal(terr)
-					}
-					want := ExpectDNS(tr)
 					outcomes[l.Outcome]++
-					desc := fmt.Sprintf("L7 round: %s -> %s:8153/%s lookup %s", fromName, toName, l.Proto, name)
-					if l.Outcome != want {
-						t.Errorf("%s: %s (%v), trace says %s (%s)", desc, l.Outcome, l.Err, want, tr.Reason)
-						continue
-					}
-					seen := srv.Seen(name + ".")
-					switch {
-					case want == DNSAnswered && (len(seen) == 0 || seen[len(seen)-1] != from.Addr):
-						t.Errorf("%s: answered, but the server saw it from %v, want %s", desc, seen, from.Addr)
-					case want == DNSRefused && len(seen) > 0:
-						t.Errorf("%s: refused, but the server saw it from %v", desc, seen)
-					}
+					want := judgeLookup(t, c, "L7 round", srv, from, to, proto, 8153, l)
 					if r.nodeOf(from) != r.nodeOf(to) {
 						switch want {
 						case DNSAnswered:
