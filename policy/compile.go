@@ -206,7 +206,7 @@ func (b *builder) entry(en *Entry, tier Tier) {
 						parser = ParserTLS
 					}
 					if len(pr.DNS) > 0 {
-						parser, l7r.dns = ParserDNS, compileDNS(pr.DNS)
+						parser, l7r.dns = ParserDNS, dnsPatterns(pr.DNS)
 					} else if proto == ProtoTCP && len(pr.HTTP) > 0 {
 						parser, l7r.http = ParserHTTP, pr.HTTP
 					}
@@ -236,17 +236,12 @@ type l7Lists struct {
 	dns  []l7.DNSPattern
 }
 
-// compileDNS compiles DNS rules. A rule that does not compile (validation rejects it before)
-// stays in the list as a pattern that matches nothing, so that the list never becomes empty:
-// an empty list would admit every name.
-func compileDNS(rules []DNSRule) []l7.DNSPattern {
-	out := make([]l7.DNSPattern, 0, len(rules))
-	for _, r := range rules {
-		p, err := l7.CompileDNSRule(r.MatchName, r.MatchPattern)
-		if err != nil {
-			p = l7.DNSPattern{Source: "invalid: " + err.Error()}
-		}
-		out = append(out, p)
+// dnsPatterns are the compiled patterns of DNS rules (one per rule, never an empty list:
+// an empty list would admit every name).
+func dnsPatterns(rules []DNSRule) []l7.DNSPattern {
+	out := make([]l7.DNSPattern, len(rules))
+	for i, r := range rules {
+		out[i] = r.Pattern
 	}
 	return out
 }

@@ -18,6 +18,15 @@ func appIdentity(id identity.ID, app string) *identity.Identity {
 		labels.Label{Source: labels.SourceK8s, Key: "app", Value: app})}
 }
 
+func dnsRule(t *testing.T, name, pattern string) policy.DNSRule {
+	t.Helper()
+	r, err := policy.NewDNSRule(name, pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // dnsEntry is an egress rule of app=client to app=peer on port 53 with DNS rules.
 func dnsEntry(name, peer string, proto uint8, defaultDeny bool, dns ...policy.DNSRule) *policy.Entry {
 	return &policy.Entry{
@@ -68,7 +77,7 @@ func TestAllowsDNS(t *testing.T) {
 
 	// One rule, UDP and TCP (ANY).
 	p := compile(dnsEntry("a", "dns", policy.ProtoAny, true,
-		policy.DNSRule{MatchName: "api.example.com"}, policy.DNSRule{MatchPattern: "*.cluster.local"}))
+		dnsRule(t, "api.example.com", ""), dnsRule(t, "", "*.cluster.local")))
 	if d := p.Lookup(true, dns.ID, policy.ProtoUDP, 53); d.Entry.Verdict != policy.Redirect || d.Entry.Parser != policy.ParserDNS {
 		t.Fatalf("UDP/53 to dns: %v, want a redirect to the DNS proxy", d.Entry)
 	}
@@ -85,19 +94,19 @@ func TestAllowsDNS(t *testing.T) {
 	}
 
 	// Two rules for the same peer and port: the union of their names.
-	p = compile(dnsEntry("a", "dns", policy.ProtoUDP, true, policy.DNSRule{MatchName: "a.io"}),
-		dnsEntry("b", "dns", policy.ProtoUDP, true, policy.DNSRule{MatchPattern: "**.b.io"}))
+	p = compile(dnsEntry("a", "dns", policy.ProtoUDP, true, dnsRule(t, "a.io", "")),
+		dnsEntry("b", "dns", policy.ProtoUDP, true, dnsRule(t, "", "**.b.io")))
 	check("union", p, []lookup{
 		{dns, policy.ProtoUDP, "a.io.", true}, {dns, policy.ProtoUDP, "x.y.b.io.", true},
 		{dns, policy.ProtoUDP, "b.io.", false}, {dns, policy.ProtoTCP, "a.io.", false}, // the rules are UDP only
 	})
 
 	// An L4-only rule for the same peer and port admits every name.
-	p = compile(dnsEntry("a", "dns", policy.ProtoUDP, true, policy.DNSRule{MatchName: "a.io"}),
+	p = compile(dnsEntry("a", "dns", policy.ProtoUDP, true, dnsRule(t, "a.io", "")),
 		dnsEntry("l4", "dns", policy.ProtoUDP, true))
 	check("with an L4-only rule", p, []lookup{{dns, policy.ProtoUDP, "anything.example.", true}})
 
 	// A default-allow direction (enableDefaultDeny.egress: false): visibility only.
-	p = compile(dnsEntry("a", "dns", policy.ProtoUDP, false, policy.DNSRule{MatchName: "a.io"}))
+	p = compile(dnsEntry("a", "dns", policy.ProtoUDP, false, dnsRule(t, "a.io", "")))
 	check("default allow", p, []lookup{{dns, policy.ProtoUDP, "anything.example.", true}})
 }

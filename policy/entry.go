@@ -183,10 +183,22 @@ type PortRule struct {
 	Listener string
 }
 
-// DNSRule is a DNS allow-list entry.
+// DNSRule is a DNS allow-list entry: as written, and compiled (NewDNSRule) once, when the
+// policy is translated, so that compiling endpoint policies matches names without compiling
+// patterns again. A DNSRule without its Pattern matches no name.
 type DNSRule struct {
 	MatchName    string
 	MatchPattern string
+	Pattern      l7.DNSPattern
+}
+
+// NewDNSRule compiles a DNS rule; exactly one of matchName and matchPattern is set.
+func NewDNSRule(matchName, matchPattern string) (DNSRule, error) {
+	p, err := l7.CompileDNSRule(matchName, matchPattern)
+	if err != nil {
+		return DNSRule{}, err
+	}
+	return DNSRule{MatchName: matchName, MatchPattern: matchPattern, Pattern: p}, nil
 }
 
 // Entry is Cilium's normal form of one policy element (semantics doc §2.1).

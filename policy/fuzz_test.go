@@ -84,10 +84,18 @@ var fzHTTPRules = func() []*l7.HTTPRule {
 // fzDNSRules and fzDNSNames: rules and names where every kind of pattern matches some names
 // and not others.
 var (
-	fzDNSRules = []DNSRule{{MatchPattern: "*"}, {MatchPattern: "*.example.com"}, {MatchPattern: "**.example.com"},
-		{MatchName: "api.example.com"}, {MatchPattern: "a*.io"}, {MatchName: "Example.COM"}}
+	fzDNSRules = []DNSRule{mustDNSRule("", "*"), mustDNSRule("", "*.example.com"), mustDNSRule("", "**.example.com"),
+		mustDNSRule("api.example.com", ""), mustDNSRule("", "a*.io"), mustDNSRule("Example.COM", "")}
 	fzDNSNames = []string{"api.example.com.", "a.b.example.com.", "example.com.", "ab.io.", "x.io.", "API.example.com"}
 )
+
+func mustDNSRule(name, pattern string) DNSRule {
+	r, err := NewDNSRule(name, pattern)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
 
 func fzRequest(g *fzGen) *l7.Request {
 	req := &l7.Request{
@@ -1253,7 +1261,7 @@ var refCases = []refCase{
 		name: "§5.9 HTTP and DNS rules on the same port and selector: the policy cannot be computed",
 		entries: []*Entry{
 			refAllowEg("web", []PeerSelector{refPeerApp("db")}, refWithHTTP(refPorts(refTCP(53)), refHTTPRule("GET", ""))),
-			refAllowEg("web", []PeerSelector{refPeerApp("db")}, PortRule{Ports: []PortProto{{Port: 53, Proto: ProtoAny}}, DNS: []DNSRule{{MatchPattern: "*"}}}),
+			refAllowEg("web", []PeerSelector{refPeerApp("db")}, PortRule{Ports: []PortProto{{Port: 53, Proto: ProtoAny}}, DNS: []DNSRule{mustDNSRule("", "*")}}),
 		},
 		conflict: []string{"web"},
 	},
@@ -1262,7 +1270,7 @@ var refCases = []refCase{
 		entries: []*Entry{
 			refAllowEg("web", []PeerSelector{refPeerApp("db")}, refWithHTTP(refPorts(refTCP(443)), refHTTPRule("GET", ""))),
 			refAllowEg("web", []PeerSelector{refPeerApp("db")}, PortRule{Ports: []PortProto{refTCP(443)}, TLS: true}),
-			refAllowEg("web", []PeerSelector{refPeerApp("other")}, PortRule{Ports: []PortProto{refTCP(443)}, DNS: []DNSRule{{MatchPattern: "*"}}}),
+			refAllowEg("web", []PeerSelector{refPeerApp("other")}, PortRule{Ports: []PortProto{refTCP(443)}, DNS: []DNSRule{mustDNSRule("", "*")}}),
 		},
 		flows: []refCaseFlow{
 			refFl("web", "db", ProtoTCP, 443, refRedirected).out().http(refPostB, true),

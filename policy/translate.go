@@ -351,8 +351,12 @@ func portRules(prs []api.PortRule, icmps []api.ICMPRule, allow bool) ([]PortRule
 					}
 					r.HTTP = append(r.HTTP, hr)
 				}
-				for _, d := range pr.Rules.DNS {
-					r.DNS = append(r.DNS, DNSRule{MatchName: d.MatchName, MatchPattern: d.MatchPattern})
+				for k, d := range pr.Rules.DNS {
+					dr, err := NewDNSRule(d.MatchName, d.MatchPattern)
+					if err != nil {
+						return nil, fmt.Errorf("toPorts[%d].rules.dns[%d]: %w", i, k, err)
+					}
+					r.DNS = append(r.DNS, dr)
 				}
 			}
 			r.TLS = len(pr.ServerNames) > 0 || pr.TerminatingTLS != nil || pr.OriginatingTLS != nil
